@@ -1,0 +1,8 @@
+"""Data: bundled real datasets and synthetic generators; batches are pure functions of `(key, step)`.
+
+Modules: `digits` (scikit-learn's 8x8 digits), `batching` (epoch and sampled batch sources).
+"""
+
+from gvlab.data import digits as digits
+from gvlab.data.batching import epoch_batches as epoch_batches
+from gvlab.data.batching import sampled_batches as sampled_batches

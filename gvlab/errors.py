@@ -1,0 +1,33 @@
+"""Errors that the CLI turns into a one-line message and a non-zero exit code.
+
+Library users catch them like any exception; every message says what was wrong and what to do instead.
+"""
+
+from __future__ import annotations
+
+
+class GvlabError(Exception):
+    """Base class: bad input or a state the user can fix. The CLI prints it without a traceback."""
+
+
+class ConfigError(GvlabError, ValueError):
+    """An unknown config key, or a value that does not convert to the declared type."""
+
+
+class UnknownExperimentError(GvlabError, KeyError):
+    """An experiment name that is not registered (the message suggests close names)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message; show it as written
+        return str(self.args[0]) if self.args else ""
+
+
+class WorkdirError(GvlabError):
+    """A workdir that belongs to another experiment or another configuration."""
+
+
+class CheckpointError(GvlabError):
+    """No readable checkpoint where one was expected."""
+
+
+class NonFiniteError(GvlabError, FloatingPointError):
+    """Training produced NaN or inf; the message names the step and the metric."""

@@ -1,0 +1,1 @@
+"""Model families: each module exports a `Config` dataclass and `make(cfg, ...) -> Method`."""

@@ -1,0 +1,7 @@
+"""Neural-network layers: the only package that imports `flax.linen` (a later migration touches one folder)."""
+
+from gvlab.nn.conv import ConvDecoder as ConvDecoder
+from gvlab.nn.conv import ConvEncoder as ConvEncoder
+from gvlab.nn.conv import count_params as count_params
+from gvlab.nn.mlp import MLP as MLP
+from gvlab.nn.mlp import activation as activation

@@ -1,0 +1,8 @@
+"""Training: state, the canonical step, the fit loop, parallelism, checkpoints and metrics."""
+
+from gvlab.train.loop import FitResult as FitResult
+from gvlab.train.loop import fit as fit
+from gvlab.train.metrics import History as History
+from gvlab.train.state import TrainState as TrainState
+from gvlab.train.step import init_state as init_state
+from gvlab.train.step import make_train_step as make_train_step

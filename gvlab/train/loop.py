@@ -1,0 +1,264 @@
+"""`fit`: the one train loop (anchors.md 4.6-4.10).
+
+It compiles the step once (ahead of time, so the compile time is measured and a recompile is impossible), then
+drives it with a progress line, `metrics.jsonl` rows, evaluations with fixed keys, checkpoints every
+`train.ckpt_every` steps and at the end, automatic resume from the newest readable checkpoint, and a NaN guard
+that stops with the step and the metric that went non-finite while the last good checkpoint stays on disk.
+
+`train.num_seeds = N > 1` vmaps initialisation, data and step over N independent runs (seeds seed..seed+N-1)
+in one compiled program; run i is the same computation as a single-seed fit with seed `seed + i`. Batches are
+split over all devices of the mesh (`jit` + `NamedSharding`); state is replicated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gvlab import config as config_lib
+from gvlab.config import TrainConfig
+from gvlab.errors import CheckpointError, ConfigError, NonFiniteError
+from gvlab.rng import run_keys
+from gvlab.train import parallel
+from gvlab.train.ckpt import Checkpointer
+from gvlab.train.metrics import History, MetricsFile, Progress, init_guard, rows_from_metrics, update_guard
+from gvlab.train.state import TrainState
+from gvlab.train.step import init_state, make_train_step
+from gvlab.types import Spec
+
+
+@dataclasses.dataclass
+class FitResult:
+    """What `fit` returns.
+
+    Attributes:
+        state: the final `TrainState` (leaves carry a leading seed axis when `num_seeds > 1`).
+        history: every logged row, as written to `metrics.jsonl`.
+        spec: the spec that was fitted (its `method.sample` turns `state.params` into samples).
+        seeds: the seed of each run.
+        workdir: where checkpoints and metrics live, or None for an in-memory fit.
+        timing: `compile_s`, `steps_per_s`, `wall_s`, `start_step` (> 0 when resumed).
+    """
+
+    state: TrainState
+    history: History
+    spec: Spec
+    seeds: tuple[int, ...]
+    workdir: Path | None
+    timing: dict[str, float]
+
+    @property
+    def params(self) -> Any:
+        return self.state.params
+
+    def params_of(self, index: int) -> Any:
+        """Parameters of run `index` (of `seeds`), without the seed axis."""
+        if len(self.seeds) == 1:
+            return self.state.params
+        return jax.tree.map(lambda x: x[index], self.state.params)
+
+
+def _eval_seed(name: str) -> int:
+    # Each evaluation's key depends on its name only, so adding an evaluation does not change the others.
+    return zlib.crc32(name.encode()) & 0x7FFFFFFF
+
+
+def _make_evaluate(spec: Spec):
+    def evaluate(params, eval_key):
+        out = {}
+        for name, fn in spec.evals.items():
+            for metric, value in fn(params, jax.random.fold_in(eval_key, _eval_seed(name))).items():
+                out[f"eval/{name}/{metric}"] = value
+        return out
+
+    return evaluate
+
+
+def _due(step: int, every: int, total: int) -> bool:
+    return step == total or (every > 0 and step % every == 0)
+
+
+def fit(
+    spec: Spec,
+    train: TrainConfig,
+    workdir: str | Path | None = None,
+    *,
+    mesh: jax.sharding.Mesh | None = None,
+    ema_decay: float = 0.0,
+    progress: bool = True,
+    label: str = "fit",
+    meta: dict | None = None,
+) -> FitResult:
+    """Train `spec` for `train.steps` steps; resume from `workdir` if it holds a checkpoint.
+
+    Args:
+        spec: method, optimiser, data source and evaluations.
+        train: steps, batch size, seeds and the logging/evaluation/checkpoint intervals.
+        workdir: folder for `metrics.jsonl` and `ckpt/`; None trains in memory only.
+        mesh: a `("data",)` mesh (default: all devices); the batch is split over it.
+        ema_decay: keep an exponential moving average of the parameters when > 0.
+        progress: print the progress line to stderr.
+        label: name shown on the progress line.
+        meta: extra JSON metadata stored with every checkpoint (experiment name, config).
+
+    Raises:
+        NonFiniteError: a metric became NaN or inf (the message names the first such step and metrics).
+        CheckpointError: the workdir's checkpoints cannot be read or belong to other seeds.
+        ConfigError: the batch does not split over the devices, or the checkpoint is past `train.steps`.
+    """
+    t_start = time.perf_counter()
+    seeds = tuple(train.seed + i for i in range(train.num_seeds))
+    stacked = len(seeds) > 1
+    mesh = mesh or parallel.data_mesh()
+    repl = parallel.replicated(mesh)
+    method, tx = spec.method, spec.optimizer
+    step_fn = make_train_step(method, tx, ema_decay)
+
+    # Keys: one root key per seed, split into named keys (init, data, train, eval).
+    if stacked:
+        keys = jax.vmap(lambda s: run_keys(s))(jnp.asarray(seeds, jnp.uint32))
+    else:
+        keys = run_keys(seeds[0])
+    keys = parallel.put(keys, repl)
+    arrays = parallel.put(spec.data.arrays, repl)
+
+    def init_one(init_key, data_key, arrays):
+        return init_state(method, tx, init_key, spec.data.batch(arrays, data_key, jnp.zeros((), jnp.int32)),
+                          ema_decay)
+
+    def fused_step(state, guard, arrays, data_key, train_key):
+        batch = parallel.constrain_batch(spec.data.batch(arrays, data_key, state.step), mesh)
+        new_state, metrics = step_fn(state, batch, train_key)
+        return new_state, update_guard(guard, metrics, metric_names, state.step), metrics
+
+    if stacked:
+        init_fn = jax.vmap(init_one, in_axes=(0, 0, None))
+        run_step = jax.vmap(fused_step, in_axes=(0, 0, None, 0, 0))
+    else:
+        init_fn, run_step = init_one, fused_step
+
+    # Shapes first: the checkpoint skeleton, the batch size check and the metric names need no compute.
+    abstract_state = jax.eval_shape(init_fn, keys["init"], keys["data"], arrays)
+    one_batch = jax.eval_shape(spec.data.batch, spec.data.arrays, run_keys(0)["data"], jnp.zeros((), jnp.int32))
+    batch_leading = {x.shape[0] for x in jax.tree.leaves(one_batch) if x.ndim}
+    for size in batch_leading:
+        parallel.check_divisible(size, mesh)
+    one_state = jax.eval_shape(init_one, run_keys(0)["init"], run_keys(0)["data"], spec.data.arrays)
+    metric_shapes = jax.eval_shape(step_fn, one_state, one_batch, run_keys(0)["train"])[1]
+    metric_names = sorted(metric_shapes)
+    guard = init_guard(len(metric_names))
+    if stacked:
+        guard = jax.tree.map(lambda x: jnp.broadcast_to(x, (len(seeds),) + x.shape), guard)
+    guard = parallel.put(guard, repl)
+
+    workdir = Path(workdir) if workdir is not None else None
+    checkpointer = Checkpointer(workdir / "ckpt", keep=train.keep) if workdir else None
+    metrics_file = MetricsFile(workdir / "metrics.jsonl") if workdir else None
+    ckpt_meta = {**(meta or {}), "seeds": list(seeds), "train": config_lib.to_dict(train)}
+
+    try:
+        state, start = None, 0
+        if checkpointer is not None:
+            restored = checkpointer.restore_latest(parallel.abstract_with_sharding(abstract_state, repl))
+            if restored is not None:
+                state, saved_meta = restored
+                if saved_meta.get("seeds") != list(seeds):
+                    raise CheckpointError(
+                        f"checkpoints in {workdir} are for seeds {saved_meta.get('seeds')}, this fit uses "
+                        f"{list(seeds)}; use another workdir"
+                    )
+                start = int(np.asarray(jax.device_get(state.step)).reshape(-1)[0])
+        if start > train.steps:
+            raise ConfigError(f"{workdir} holds a checkpoint at step {start}, past train.steps={train.steps}")
+        if state is None:
+            state = jax.jit(init_fn, out_shardings=repl)(keys["init"], keys["data"], arrays)
+        history = History(metrics_file.keep_until(start) if metrics_file else [])
+
+        t_compile = time.perf_counter()
+        compiled = None
+        if start < train.steps:  # a finished run (re-reported) needs no step at all
+            compiled = (
+                jax.jit(run_step, donate_argnums=(0, 1), out_shardings=(repl, repl, repl))
+                .lower(state, guard, arrays, keys["data"], keys["train"])
+                .compile()
+            )
+        evaluate = None
+        if spec.evals and start < train.steps:
+            evaluate = (
+                jax.jit(jax.vmap(_make_evaluate(spec)) if stacked else _make_evaluate(spec))
+                .lower(state.params, keys["eval"])
+                .compile()
+            )
+        compile_s = time.perf_counter() - t_compile
+
+        bar = Progress(train.steps, start, label, enabled=progress)
+        last_saved = start if start > 0 else None
+        step = start
+        t_loop = time.perf_counter()
+        try:
+            while step < train.steps:
+                state, guard, metrics = compiled(state, guard, arrays, keys["data"], keys["train"])
+                step += 1
+                log_now = _due(step, train.log_every, train.steps)
+                eval_now = bool(spec.evals) and _due(step, train.eval_every, train.steps)
+                ckpt_now = checkpointer is not None and _due(step, train.ckpt_every, train.steps)
+                if log_now or eval_now or ckpt_now:
+                    _check_guard(guard, metric_names, seeds, stacked, last_saved, workdir)
+                if log_now or eval_now:
+                    if eval_now:
+                        metrics = {**metrics, **evaluate(state.params, keys["eval"])}
+                    rows = rows_from_metrics(step, seeds, metrics, stacked)
+                    history.rows.extend(rows)
+                    if metrics_file:
+                        metrics_file.append(rows)
+                    bar.update(step, float(np.mean([r["loss"] for r in rows])), force=log_now)
+                elif bar.enabled and time.perf_counter() - bar.t_last_print > 1.0:
+                    jax.block_until_ready(metrics["loss"])  # honest steps/s: wait for dispatched work
+                    bar.update(step)
+                if ckpt_now:
+                    checkpointer.save(step, state, ckpt_meta)
+                    last_saved = step
+        except KeyboardInterrupt:
+            # Keep the work done so far (a finite state only); the same command resumes from here.
+            if checkpointer is not None and step != last_saved:
+                _check_guard(guard, metric_names, seeds, stacked, last_saved, workdir)
+                checkpointer.save(step, state, ckpt_meta)
+            raise
+        finally:
+            bar.close(step)
+        jax.block_until_ready(state)
+        loop_s = time.perf_counter() - t_loop
+    finally:
+        if checkpointer is not None:
+            checkpointer.close()
+
+    timing = {
+        "compile_s": compile_s,
+        "steps_per_s": (train.steps - start) / loop_s if loop_s > 0 and train.steps > start else 0.0,
+        "wall_s": time.perf_counter() - t_start,
+        "start_step": float(start),
+    }
+    return FitResult(state=state, history=history, spec=spec, seeds=seeds, workdir=workdir, timing=timing)
+
+
+def _check_guard(guard, metric_names, seeds, stacked, last_saved, workdir) -> None:
+    """Raise `NonFiniteError` if any run produced a non-finite metric (one small device-to-host copy)."""
+    host = jax.device_get(guard)
+    first = np.atleast_1d(host["first_bad_step"])
+    if (first < 0).all():
+        return
+    masks = np.asarray(host["bad_metrics"]).reshape(len(first), -1)
+    parts = []
+    for i in np.flatnonzero(first >= 0):
+        names = [n for n, bad in zip(metric_names, masks[i]) if bad]
+        parts.append(f"seed {seeds[i]}: step {int(first[i])} ({', '.join(names)})")
+    kept = (f"the last good checkpoint is step {last_saved} in {workdir}/ckpt" if last_saved is not None
+            else "no checkpoint was saved")
+    raise NonFiniteError(f"non-finite metrics at {'; '.join(parts)}; stopped, {kept}")

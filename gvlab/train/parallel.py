@@ -1,0 +1,79 @@
+"""Data parallelism with `jit` and `NamedSharding` on a one-axis `("data",)` mesh (the current form of `pmap`).
+
+The only module that builds meshes and shardings; the loop asks it for three things: the mesh, the sharding of the
+state (replicated: gvlab's models are small) and the sharding of a batch (split along its example axis). XLA's
+SPMD partitioner then inserts the gradient all-reduce. Multi-host runs call `jax.distributed.initialize()` before
+anything else and get the same code path.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+from jax.sharding import AxisType, Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from gvlab.errors import ConfigError
+
+DATA_AXIS = "data"
+
+
+def data_mesh(num_devices: int | None = None) -> Mesh:
+    """A `("data",)` mesh over the first `num_devices` devices (all by default).
+
+    Axis type `Auto` so that sharding propagates through the step as in `pmap` days, without explicit
+    `out_sharding` arguments on every reduction (the default of `jax.make_mesh` is `Explicit`).
+    """
+    devices = jax.devices()
+    count = len(devices) if num_devices is None else num_devices
+    if not 1 <= count <= len(devices):
+        raise ConfigError(f"asked for {count} devices, {len(devices)} available")
+    return jax.make_mesh((count,), (DATA_AXIS,), axis_types=(AxisType.Auto,), devices=devices[:count])
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    """Every device holds the whole array (state, keys, metrics)."""
+    return NamedSharding(mesh, P())
+
+
+def batch_sharding(mesh: Mesh, seed_axis: bool = False) -> NamedSharding:
+    """Examples split across devices; with `seed_axis` the leading axis is the vmapped seed, kept whole."""
+    return NamedSharding(mesh, P(None, DATA_AXIS) if seed_axis else P(DATA_AXIS))
+
+
+def check_divisible(batch_size: int, mesh: Mesh) -> None:
+    """Refuse a batch that cannot be split evenly: a silent fallback would change the numbers per device count."""
+    count = mesh.devices.size
+    if batch_size % count:
+        lower, upper = (batch_size // count) * count, (batch_size // count + 1) * count
+        raise ConfigError(
+            f"train.batch_size={batch_size} does not split over {count} devices; "
+            f"use a multiple of {count} (e.g. {lower or upper} or {upper})"
+        )
+
+
+def put(tree: Any, sharding: NamedSharding) -> Any:
+    """Place every leaf of `tree` with `sharding`."""
+    return jax.tree.map(lambda x: jax.device_put(x, sharding), tree)
+
+
+def constrain_batch(batch: Any, mesh: Mesh) -> Any:
+    """Inside `jit`: declare that a batch built on device is split along its example axis.
+
+    Under `vmap` over seeds, JAX adds the seed axis to the spec unsharded, so one spec serves both cases.
+    Scalars and leaves whose leading size does not split over the devices stay replicated.
+    """
+    count = mesh.devices.size
+
+    def constrain(x):
+        if x.ndim == 0 or x.shape[0] % count:
+            return x
+        return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, P(DATA_AXIS)))
+
+    return jax.tree.map(constrain, batch)
+
+
+def abstract_with_sharding(tree: Any, sharding: NamedSharding) -> Any:
+    """`ShapeDtypeStruct`s carrying `sharding`: the skeleton a checkpoint is restored into."""
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)

@@ -1,0 +1,66 @@
+"""The canonical train step: `step(state, batch, key) -> (state, metrics)` (anchors.md 4.6).
+
+One builder serves every method. It folds the step number into the key (so no key lives in the state and a
+resumed run draws the same numbers), reports every term of the loss plus gradient, update and parameter norms,
+and leaves `jit`, donation and shardings to the caller (`gvlab.train.loop.fit`). Methods that need several
+optimisers or non-gradient updates provide `Method.step` with the same signature instead of forking the loop.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from gvlab.rng import step_key
+from gvlab.train.state import TrainState
+from gvlab.types import Batch, Method, Metrics, PRNGKey
+
+StepFn = Callable[[TrainState, Batch, PRNGKey], tuple[TrainState, Metrics]]
+
+
+def init_state(method: Method, tx: optax.GradientTransformation, key: PRNGKey, batch: Batch,
+               ema_decay: float = 0.0) -> TrainState:
+    """A fresh `TrainState` at step 0: `params = method.init(key, batch)`, `opt_state = tx.init(params)`."""
+    params = method.init(key, batch)
+    ema = jax.tree.map(jnp.copy, params) if ema_decay > 0 else None
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), ema_params=ema)
+
+
+def make_train_step(method: Method, tx: optax.GradientTransformation, ema_decay: float = 0.0) -> StepFn:
+    """Return the pure step `(state, batch, key) -> (state, metrics)`; jit it at the call site.
+
+    The loss is evaluated with `key_t = fold_in(key, state.step)` and `state.step`, so step t of any run with
+    the same key sees the same randomness whether or not the run was interrupted.
+
+    Metrics: `loss`, every term the method reports, `norm/grads`, `norm/updates`, `norm/params`.
+
+    Args:
+        method: the method; if `method.step` is set it is returned unchanged (it owns its update).
+        tx: the optax transformation that turns gradients into updates.
+        ema_decay: if > 0, also track `ema = decay * ema + (1 - decay) * params`.
+    """
+    if method.step is not None:
+        return method.step
+    grad_fn = jax.value_and_grad(method.loss, has_aux=True)
+
+    def train_step(state: TrainState, batch: Batch, key: PRNGKey) -> tuple[TrainState, Metrics]:
+        (loss, terms), grads = grad_fn(state.params, batch, step_key(key, state.step), state.step)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        ema = state.ema_params
+        if ema_decay > 0:
+            ema = optax.incremental_update(params, state.ema_params, 1.0 - ema_decay)
+        metrics = {
+            "loss": loss,
+            **terms,
+            "norm/grads": optax.tree.norm(grads),
+            "norm/updates": optax.tree.norm(updates),
+            "norm/params": optax.tree.norm(params),
+        }
+        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema)
+        return new_state, metrics
+
+    return train_step

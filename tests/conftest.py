@@ -1,0 +1,44 @@
+"""Test settings shared by every test (anchors.md 4.11).
+
+* 4 forced CPU devices, set before the backend starts, so sharding code runs here as on a pod.
+* Rank promotion raises everywhere: implicit broadcasting bugs fail loudly. Strict dtype promotion is a fixture
+  (`strict_dtypes`) for gvlab's own numerics, because optax 0.2.8 itself is not strict-clean (`adam`'s bias
+  correction computes `float ** int32`).
+* A persistent compilation cache shared by the test processes: identical programs compile once.
+* A `key` fixture seeded from the test's node id (printed in the failure report).
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+jax.config.update("jax_num_cpu_devices", 4)
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
+# One cache for this process, the CLI called in-process, and the CLI and notebooks run as subprocesses.
+_CACHE = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".cache", "jax-tests"))
+os.environ.setdefault("GVLAB_COMPILE_CACHE", _CACHE)
+if os.environ["GVLAB_COMPILE_CACHE"] != "0":
+    jax.config.update("jax_compilation_cache_dir", os.environ["GVLAB_COMPILE_CACHE"])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
+@pytest.fixture
+def key(request):
+    """A typed PRNG key whose seed is a hash of the test's node id, so each test is reproducible alone."""
+    seed = zlib.crc32(request.node.nodeid.encode()) & 0x7FFFFFFF
+    request.node.user_properties.append(("seed", seed))
+    return jax.random.key(seed)
+
+
+@pytest.fixture
+def strict_dtypes():
+    """Strict dtype promotion for the test's duration: no silent int->float or float32->float64 promotion."""
+    with jax.numpy_dtype_promotion("strict"):
+        yield

@@ -1,0 +1,106 @@
+"""Registry and experiments: completeness, every experiment in smoke profile, claims, workdir rules."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import pkgutil
+
+import pytest
+
+import experiments
+import gvlab
+from gvlab import Claim, TrainConfig, registry
+from gvlab.errors import ConfigError, UnknownExperimentError, WorkdirError
+
+
+def test_experiments_init_imports_every_module():
+    on_disk = {m.name for m in pkgutil.iter_modules(experiments.__path__)}
+    assert set(experiments.MODULES) == on_disk, "add new experiment modules to experiments/__init__.py"
+    for name in on_disk:
+        assert hasattr(experiments, name)
+
+
+def test_every_experiment_has_claims_profiles_and_a_documented_command():
+    for name in gvlab.names():
+        entry = registry.entry(name)
+        assert entry.claims, f"{name} registers no claims"
+        assert entry.profiles["smoke"], f"{name} has no smoke profile"
+        doc = entry.fn.__module__ and __import__(entry.fn.__module__, fromlist=["_"]).__doc__
+        assert f"gvlab reproduce {name}" in doc, f"{name}: module docstring must give its command"
+
+
+@pytest.mark.parametrize("name", gvlab.names())
+def test_every_experiment_runs_in_smoke_profile_and_restores_its_checkpoint(name, tmp_path):
+    first = gvlab.get(name, profile="smoke").run(workdir=tmp_path, progress=False)
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["experiment"] == name and len(report["claims"]) == len(first.claims)
+    for claim in report["claims"]:
+        assert claim["measured"] is not None and math.isfinite(claim["measured"]), claim
+    assert (tmp_path / "report.md").exists() and report["figures"]
+    for figure in report["figures"]:
+        assert (tmp_path / figure).stat().st_size > 1000
+    assert all((fit.workdir / "ckpt").exists() for fit in first.fits.values())
+    # Second run: every fit restores its final checkpoint and takes no step; results are identical.
+    second = gvlab.get(name, profile="smoke").run(workdir=tmp_path, progress=False)
+    assert all(f.timing["start_step"] == f.history.rows[-1]["step"] for f in second.fits.values())
+    assert second.results == first.results
+
+
+def test_unknown_names_and_profiles_are_clear():
+    with pytest.raises(UnknownExperimentError, match="did you mean vae/digits"):
+        gvlab.get("vae/digit")
+    with pytest.raises(ConfigError, match="unknown profile"):
+        gvlab.get("vae/digits", profile="medium")
+    assert gvlab.names("vae") == gvlab.names("vae/*") == ["vae/digits"]
+    assert gvlab.names("no-such-thing") == []
+
+
+def test_registration_is_checked_at_import():
+    @dataclasses.dataclass(frozen=True, kw_only=True)
+    class NoTrain:
+        x: int = 1
+
+    with pytest.raises(ValueError, match="train"):
+        registry.experiment("test/no_train", config=NoTrain(), smoke={})
+
+    @dataclasses.dataclass(frozen=True, kw_only=True)
+    class WithTrain:
+        train: TrainConfig = TrainConfig()
+
+    with pytest.raises(ValueError, match="profile 'smoke'"):
+        registry.experiment("test/bad_smoke", config=WithTrain(), smoke={"train.stepz": 1})
+    register = registry.experiment("vae/digits", config=WithTrain(), smoke={})
+    with pytest.raises(ValueError, match="already registered"):
+        register(lambda cfg, run: {})
+
+
+def test_claims_read_means_or_worst_seed():
+    above = Claim(statement="s", metric="m", op=">", threshold=1.0)
+    assert above.check({"m": [0.5, 2.0, 2.0]})["passed"]  # mean 1.5
+    worst = Claim(statement="s", metric="m", op=">", threshold=1.0, reduce="all")
+    record = worst.check({"m": [0.5, 2.0, 2.0]})
+    assert not record["passed"] and record["measured"] == 0.5 and record["n"] == 3
+    below = Claim(statement="s", metric="m", op="<=", threshold=0.0, reduce="all")
+    assert below.check({"m": [-1.0, -0.5]})["measured"] == -0.5
+    assert not above.check({"other": 3.0})["passed"]
+    assert above.check({"other": 3.0})["note"].startswith("metric 'm'")
+    assert not above.check({"m": [float("nan"), 5.0]})["passed"]
+    with pytest.raises(ValueError):
+        Claim(statement="s", metric="m", op="=>", threshold=0.0)
+
+
+def test_workdir_belongs_to_one_experiment_and_config(tmp_path):
+    from gvlab.run import prepare_workdir
+
+    cfg = registry.entry("vae/digits").resolve("smoke")
+    prepare_workdir(tmp_path, "vae/digits", "smoke", cfg)
+    longer = registry.entry("vae/digits").resolve("smoke", {"train.steps": 50, "train.log_every": 5})
+    prepare_workdir(tmp_path, "vae/digits", "smoke", longer)  # step counts and intervals may change
+    assert json.loads((tmp_path / "config.json").read_text())["config"]["train"]["steps"] == 50
+    with pytest.raises(WorkdirError, match="model.latent_dim: 4 -> 5"):
+        prepare_workdir(tmp_path, "vae/digits", "smoke",
+                        registry.entry("vae/digits").resolve("smoke", {"model.latent_dim": 5}))
+    with pytest.raises(WorkdirError, match="holds a run of experiment 'vae/digits', not 'other/exp'"):
+        prepare_workdir(tmp_path, "other/exp", "smoke", cfg)
