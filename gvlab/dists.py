@@ -27,20 +27,22 @@ _HALF_LOG_2PI_E = 0.5 * math.log(2.0 * math.pi * math.e)
 Shape = int | Sequence[int]
 
 
-def _pytree(*data_fields: str, meta_fields: Sequence[str] = ()):
-    """A frozen dataclass registered as a pytree (eq=False: `==` on array fields has no truth value)."""
-
-    def wrap(cls):
-        cls = dataclasses.dataclass(frozen=True, eq=False)(cls)
-        return jax.tree_util.register_dataclass(cls, data_fields=data_fields, meta_fields=meta_fields)
-
-    return wrap
-
-
 def _check_event_ndims(dist) -> None:
     # Only the meta field is checked: JAX rebuilds pytrees with placeholder leaves (e.g. vmap in_axes).
     if not isinstance(dist.event_ndims, int) or dist.event_ndims < 0:
         raise ValueError(f"event_ndims must be a non-negative Python int, got {dist.event_ndims!r}")
+
+
+def _pytree(*data_fields: str, meta_fields: Sequence[str] = ()):
+    """A frozen dataclass registered as a pytree (eq=False: `==` on array fields has no truth value)."""
+
+    def wrap(cls):
+        if "event_ndims" in meta_fields:
+            cls.__post_init__ = _check_event_ndims
+        cls = dataclasses.dataclass(frozen=True, eq=False)(cls)
+        return jax.tree_util.register_dataclass(cls, data_fields=data_fields, meta_fields=meta_fields)
+
+    return wrap
 
 
 def _broadcast(*arrays: ArrayLike) -> tuple[Array, ...]:
@@ -79,9 +81,6 @@ class DiagNormal:
     loc: Float[ArrayLike, "*shape"]
     scale: Float[ArrayLike, "*shape"]
     event_ndims: int = 1
-
-    def __post_init__(self):
-        _check_event_ndims(self)
 
     @classmethod
     def from_log_variance(cls, mean: ArrayLike, log_variance: ArrayLike, event_ndims: int = 1) -> DiagNormal:
@@ -135,9 +134,6 @@ class Bernoulli:
     logits: Float[ArrayLike, "*shape"]
     event_ndims: int = 1
 
-    def __post_init__(self):
-        _check_event_ndims(self)
-
     def log_prob(self, x: Float[ArrayLike, "*shape"]) -> Float[Array, "*batch"]:
         """log p(x) for x ∈ {0, 1} (bool, int or float), or −BCE for x ∈ [0, 1]; summed over event axes."""
         x = jnp.asarray(x)
@@ -146,7 +142,8 @@ class Bernoulli:
         x, logits = _broadcast(x, self.logits)
         # Never form σ(l): in float32 it rounds to exactly 1 above l ≈ 17 and to 0 below l ≈ −104, and then
         # log(1 − σ) or log σ is −inf. log_sigmoid(l) = −(max(−l, 0) + log1p(e^{−|l|})) is accurate
-        # everywhere, both terms are ≤ 0 so nothing large cancels, and l = ±80 or ±1e4 gives 0 or −|l|.
+        # everywhere and both terms are ≤ 0, so nothing large cancels: l = ±80 or ±1e4 gives log p to float32
+        # precision (−80, −1e4, or −1.8e-35 ≈ 0) where the naive form gives −inf or NaN.
         log_p = x * jax.nn.log_sigmoid(logits) + (1 - x) * jax.nn.log_sigmoid(-logits)
         return _sum_event(log_p, self.event_ndims)
 
@@ -191,11 +188,8 @@ class Categorical:
     logits: Float[ArrayLike, "*shape K"]
     event_ndims: int = 0
 
-    def __post_init__(self):
-        _check_event_ndims(self)
-
     def log_prob(self, x: Int[ArrayLike, "*shape"]) -> Float[Array, "*batch"]:
-        """log softmax(logits)_x for integer `x` in [0, K), summed over the event axes."""
+        """log softmax(logits)_x for integer `x` in [0, K) (unchecked), summed over the event axes."""
         log_p, x = jax.nn.log_softmax(jnp.asarray(self.logits), axis=-1), jnp.asarray(x)
         shape = jnp.broadcast_shapes(x.shape, log_p.shape[:-1])
         log_p, x = jnp.broadcast_to(log_p, shape + log_p.shape[-1:]), jnp.broadcast_to(x, shape)
@@ -251,8 +245,9 @@ class GaussianMixture:
     def log_prob(self, x: Float[ArrayLike, "*batch D"]) -> Float[Array, "*batch"]:
         """Log-density of `x` (`sample_shape + batch + (D,)`): summed over D, then logsumexp over K."""
         log_w, loc, scale = self._params()
-        log_joint = _broadcast(log_w, DiagNormal(loc, scale).log_prob(jnp.expand_dims(jnp.asarray(x), -2)))
-        return logsumexp(log_joint[0] + log_joint[1], axis=-1)
+        log_comp = DiagNormal(loc, scale).log_prob(jnp.expand_dims(jnp.asarray(x), -2))  # [..., K]
+        log_w, log_comp = _broadcast(log_w, log_comp)
+        return logsumexp(log_w + log_comp, axis=-1)
 
     def sample(self, key: PRNGKeyArray, sample_shape: Shape = ()) -> Float[Array, "*shape D"]:
         """k ~ Categorical(logits), then x ~ N(μ_k, σ_k²); shape `sample_shape + batch + (D,)`.
@@ -361,7 +356,7 @@ def kl_monte_carlo(p, q, key: PRNGKeyArray, num_samples: int) -> Float[Array, "*
     GaussianMixture). The average is over the `num_samples` axis, so the result has shape `batch_shape`; its
     standard error is std/√num_samples. `num_samples` is a Python int (static under `jit`). The gradient
     with respect to p's parameters is pathwise, hence unbiased only for reparameterised p (DiagNormal); a
-    discrete p would also need a score-function term.
+    discrete p (or a mixture's logits) would also need a score-function term.
     """
     _check_same_event_ndims(p, q)
     x = p.sample(key, (num_samples,))

@@ -20,6 +20,9 @@ from scipy import integrate, special, stats
 
 from gvlab.dists import Bernoulli, Categorical, DiagNormal, GaussianMixture, kl_divergence, kl_monte_carlo
 
+# gvlab's own numerics must not rely on implicit int->float or float32->float64 promotion (conftest fixture).
+pytestmark = pytest.mark.usefixtures("strict_dtypes")
+
 RTOL = ATOL = 1e-5  # float32 log-densities of size O(1-10): a few ulp of accumulated rounding
 NUM_SAMPLES = 20_000
 Z = 5.0  # Monte-Carlo tolerance in standard errors: a false failure has probability ~6e-7
@@ -403,6 +406,7 @@ def test_dtype_follows_inputs(dtype, key):
         # Abstract evaluation gives the dtypes execution would, without compiling every function again.
         outputs = jax.eval_shape(_all_outputs, loc, scale, key)
         assert [o.dtype for o in outputs] == [dtype] * len(outputs)
+        assert jax.eval_shape(lambda key: Categorical(loc).sample(key, 3), key).dtype == jnp.int32  # even in x64
         expected = stats.norm.logpdf(f64(loc), f64(loc), f64(scale)).sum()
         rtol = 1e-14 if dtype == jnp.float64 else 1e-6  # float64 really carries float64 precision
         np.testing.assert_allclose(float(DiagNormal(loc, scale).log_prob(loc)), expected, rtol=rtol)
