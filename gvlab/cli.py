@@ -44,16 +44,12 @@ def _parse_sets(pairs: list[list[str]] | None) -> dict[str, str]:
 
 
 def _compile_cache(args) -> None:
-    import jax
+    from gvlab import compile_cache
 
     setting = os.environ.get("GVLAB_COMPILE_CACHE", "")
     if args.no_compile_cache or setting == "0":
         return
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    path = setting or os.path.join(base, "gvlab", "jax")
-    jax.config.update("jax_compilation_cache_dir", path)
-    # gvlab's steps compile in well under JAX's default 1 s threshold; cache them all.
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    compile_cache.enable(setting or None)
 
 
 def _default_workdir(name: str, profile: str, overrides: dict[str, str]) -> Path:

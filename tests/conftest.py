@@ -25,8 +25,9 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 _CACHE = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".cache", "jax-tests"))
 os.environ.setdefault("GVLAB_COMPILE_CACHE", _CACHE)
 if os.environ["GVLAB_COMPILE_CACHE"] != "0":
-    jax.config.update("jax_compilation_cache_dir", os.environ["GVLAB_COMPILE_CACHE"])
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    from gvlab import compile_cache  # noqa: E402  (locked: parallel test workers share the folder)
+
+    compile_cache.enable(os.environ["GVLAB_COMPILE_CACHE"])
 
 
 @pytest.fixture

@@ -77,6 +77,28 @@ def test_sigkill_midway_then_same_command_resumes_to_identical_numbers(reference
     assert results == ref_results
 
 
+def test_sigterm_checkpoints_the_current_step_and_exits_130(reference, tmp_path):
+    command = _gvlab("run", "vae/digits", "--profile", "smoke", "--workdir", str(tmp_path), "--quiet", "--set", *LONG)
+    process = subprocess.Popen(command, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True)
+    deadline = time.time() + 240
+    while '"step": 300' not in ((tmp_path / "metrics.jsonl").read_text() if (tmp_path / "metrics.jsonl").exists()
+                                else ""):
+        assert process.poll() is None, f"run ended before SIGTERM: {process.stderr.read()[-2000:]}"
+        assert time.time() < deadline
+        time.sleep(0.01)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == cli.EXIT_INTERRUPTED, err[-2000:]
+    assert "rerun the same command to resume" in err
+    steps = sorted(int(p.name) for p in (tmp_path / "ckpt").iterdir() if p.name.isdigit())
+    assert steps[-1] >= 300  # the state at the signal was kept, not only the last regular checkpoint (200)
+    done = subprocess.run(command, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    meta, lines, results = _final_state(tmp_path)
+    assert meta["fingerprint"] == reference[0]["fingerprint"] and lines == reference[1] and results == reference[2]
+
+
 def test_half_run_then_resume_in_a_new_process_is_bitwise_equal(reference, tmp_path):
     half = [s if not s.startswith("train.steps=") else "train.steps=1000" for s in LONG]
     _run("run", "vae/digits", "--profile", "smoke", "--workdir", str(tmp_path), "--quiet", "--set", *half)

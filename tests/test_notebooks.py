@@ -9,6 +9,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from gvlab import compile_cache
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
@@ -23,8 +25,8 @@ def test_notebook_executes(path, monkeypatch):
     monkeypatch.setenv("MPLBACKEND", "Agg")
     monkeypatch.setenv("PYTHONPATH", str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     if os.environ.get("GVLAB_COMPILE_CACHE", "0") != "0":  # share the tests' compilation cache with the kernel
-        monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", os.environ["GVLAB_COMPILE_CACHE"])
-        monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+        for name, value in compile_cache.env_for_subprocess(os.environ["GVLAB_COMPILE_CACHE"]).items():
+            monkeypatch.setenv(name, value)
     notebook = nbformat.read(path, as_version=4)
     NotebookClient(notebook, timeout=300, kernel_name="python3",
                    resources={"metadata": {"path": str(ROOT)}}).execute()

@@ -28,6 +28,7 @@ from gvlab.errors import CheckpointError, ConfigError, NonFiniteError
 from gvlab.rng import run_keys
 from gvlab.train import parallel
 from gvlab.train.ckpt import Checkpointer
+from gvlab.train.interrupt import deferred_interrupts
 from gvlab.train.metrics import History, MetricsFile, Progress, init_guard, rows_from_metrics, update_guard
 from gvlab.train.state import TrainState
 from gvlab.train.step import init_state, make_train_step
@@ -85,6 +86,83 @@ def _due(step: int, every: int, total: int) -> bool:
     return step == total or (every > 0 and step % every == 0)
 
 
+@dataclasses.dataclass
+class _Program:
+    """The pure functions of one fit, their inputs, and what their shapes tell before any compute."""
+
+    seeds: tuple[int, ...]
+    stacked: bool  # a leading seed axis on state, keys, guard and metrics
+    keys: dict[str, jax.Array]  # init/data/train/eval, replicated (stacked over seeds)
+    arrays: Any  # the data source's arrays, replicated
+    init: Any  # (init_key, data_key, arrays) -> TrainState
+    step: Any  # (state, guard, arrays, data_key, train_key) -> (state, guard, metrics)
+    evaluate: Any  # (params, eval_key) -> metrics
+    abstract_state: Any
+    metric_names: list[str]
+    guard: dict[str, jax.Array]
+
+
+def _build(spec: Spec, train: TrainConfig, mesh, ema_decay: float) -> _Program:
+    seeds = tuple(train.seed + i for i in range(train.num_seeds))
+    stacked = len(seeds) > 1
+    repl = parallel.replicated(mesh)
+    step_fn = make_train_step(spec.method, spec.optimizer, ema_decay)
+    zero = jnp.zeros((), jnp.int32)
+    # One root key per seed, split into named keys; run i of a stacked fit gets exactly the keys of seed i.
+    keys = jax.vmap(run_keys)(jnp.asarray(seeds, jnp.uint32)) if stacked else run_keys(seeds[0])
+
+    def init_one(init_key, data_key, arrays):
+        return init_state(spec.method, spec.optimizer, init_key, spec.data.batch(arrays, data_key, zero), ema_decay)
+
+    # Shapes first: the batch size check, the metric names and the checkpoint skeleton need no compute.
+    one_keys = run_keys(0)
+    one_batch = jax.eval_shape(spec.data.batch, spec.data.arrays, one_keys["data"], zero)
+    for size in {x.shape[0] for x in jax.tree.leaves(one_batch) if x.ndim}:
+        parallel.check_divisible(size, mesh)
+    one_state = jax.eval_shape(init_one, one_keys["init"], one_keys["data"], spec.data.arrays)
+    metric_names = sorted(jax.eval_shape(step_fn, one_state, one_batch, one_keys["train"])[1])
+
+    def step_one(state, guard, arrays, data_key, train_key):
+        batch = parallel.constrain_batch(spec.data.batch(arrays, data_key, state.step), mesh)
+        new_state, metrics = step_fn(state, batch, train_key)
+        return new_state, update_guard(guard, metrics, metric_names, state.step), metrics
+
+    evaluate_one = _make_evaluate(spec)
+    guard = init_guard(len(metric_names))
+    if stacked:
+        init_fn = jax.vmap(init_one, in_axes=(0, 0, None))
+        step = jax.vmap(step_one, in_axes=(0, 0, None, 0, 0))
+        evaluate = jax.vmap(evaluate_one)
+        guard = jax.tree.map(lambda x: jnp.broadcast_to(x, (len(seeds),) + x.shape), guard)
+    else:
+        init_fn, step, evaluate = init_one, step_one, evaluate_one
+    keys, arrays = parallel.put(keys, repl), parallel.put(spec.data.arrays, repl)
+    return _Program(seeds=seeds, stacked=stacked, keys=keys, arrays=arrays, init=init_fn, step=step,
+                    evaluate=evaluate, abstract_state=jax.eval_shape(init_fn, keys["init"], keys["data"], arrays),
+                    metric_names=metric_names, guard=parallel.put(guard, repl))
+
+
+def _step_of(state: TrainState) -> int:
+    return int(np.asarray(jax.device_get(state.step)).reshape(-1)[0])
+
+
+def _restore_or_init(program: _Program, checkpointer: Checkpointer | None, repl, train: TrainConfig,
+                     workdir: Path | None) -> tuple[TrainState, int]:
+    if checkpointer is not None:
+        restored = checkpointer.restore_latest(parallel.abstract_with_sharding(program.abstract_state, repl))
+        if restored is not None:
+            state, saved_meta = restored
+            if saved_meta.get("seeds") != list(program.seeds):
+                raise CheckpointError(f"checkpoints in {workdir} are for seeds {saved_meta.get('seeds')}, this fit "
+                                      f"uses {list(program.seeds)}; use another workdir")
+            start = _step_of(state)
+            if start > train.steps:
+                raise ConfigError(f"{workdir} holds a checkpoint at step {start}, past train.steps={train.steps}")
+            return state, start
+    keys = program.keys
+    return jax.jit(program.init, out_shardings=repl)(keys["init"], keys["data"], program.arrays), 0
+
+
 def fit(
     spec: Spec,
     train: TrainConfig,
@@ -114,88 +192,30 @@ def fit(
         ConfigError: the batch does not split over the devices, or the checkpoint is past `train.steps`.
     """
     t_start = time.perf_counter()
-    seeds = tuple(train.seed + i for i in range(train.num_seeds))
-    stacked = len(seeds) > 1
     mesh = mesh or parallel.data_mesh()
     repl = parallel.replicated(mesh)
-    method, tx = spec.method, spec.optimizer
-    step_fn = make_train_step(method, tx, ema_decay)
-
-    # Keys: one root key per seed, split into named keys (init, data, train, eval).
-    if stacked:
-        keys = jax.vmap(lambda s: run_keys(s))(jnp.asarray(seeds, jnp.uint32))
-    else:
-        keys = run_keys(seeds[0])
-    keys = parallel.put(keys, repl)
-    arrays = parallel.put(spec.data.arrays, repl)
-
-    def init_one(init_key, data_key, arrays):
-        return init_state(method, tx, init_key, spec.data.batch(arrays, data_key, jnp.zeros((), jnp.int32)),
-                          ema_decay)
-
-    def fused_step(state, guard, arrays, data_key, train_key):
-        batch = parallel.constrain_batch(spec.data.batch(arrays, data_key, state.step), mesh)
-        new_state, metrics = step_fn(state, batch, train_key)
-        return new_state, update_guard(guard, metrics, metric_names, state.step), metrics
-
-    if stacked:
-        init_fn = jax.vmap(init_one, in_axes=(0, 0, None))
-        run_step = jax.vmap(fused_step, in_axes=(0, 0, None, 0, 0))
-    else:
-        init_fn, run_step = init_one, fused_step
-
-    # Shapes first: the checkpoint skeleton, the batch size check and the metric names need no compute.
-    abstract_state = jax.eval_shape(init_fn, keys["init"], keys["data"], arrays)
-    one_batch = jax.eval_shape(spec.data.batch, spec.data.arrays, run_keys(0)["data"], jnp.zeros((), jnp.int32))
-    batch_leading = {x.shape[0] for x in jax.tree.leaves(one_batch) if x.ndim}
-    for size in batch_leading:
-        parallel.check_divisible(size, mesh)
-    one_state = jax.eval_shape(init_one, run_keys(0)["init"], run_keys(0)["data"], spec.data.arrays)
-    metric_shapes = jax.eval_shape(step_fn, one_state, one_batch, run_keys(0)["train"])[1]
-    metric_names = sorted(metric_shapes)
-    guard = init_guard(len(metric_names))
-    if stacked:
-        guard = jax.tree.map(lambda x: jnp.broadcast_to(x, (len(seeds),) + x.shape), guard)
-    guard = parallel.put(guard, repl)
-
+    program = _build(spec, train, mesh, ema_decay)
+    seeds, keys, arrays = program.seeds, program.keys, program.arrays
     workdir = Path(workdir) if workdir is not None else None
     checkpointer = Checkpointer(workdir / "ckpt", keep=train.keep) if workdir else None
     metrics_file = MetricsFile(workdir / "metrics.jsonl") if workdir else None
     ckpt_meta = {**(meta or {}), "seeds": list(seeds), "train": config_lib.to_dict(train)}
 
-    try:
-        state, start = None, 0
-        if checkpointer is not None:
-            restored = checkpointer.restore_latest(parallel.abstract_with_sharding(abstract_state, repl))
-            if restored is not None:
-                state, saved_meta = restored
-                if saved_meta.get("seeds") != list(seeds):
-                    raise CheckpointError(
-                        f"checkpoints in {workdir} are for seeds {saved_meta.get('seeds')}, this fit uses "
-                        f"{list(seeds)}; use another workdir"
-                    )
-                start = int(np.asarray(jax.device_get(state.step)).reshape(-1)[0])
-        if start > train.steps:
-            raise ConfigError(f"{workdir} holds a checkpoint at step {start}, past train.steps={train.steps}")
-        if state is None:
-            state = jax.jit(init_fn, out_shardings=repl)(keys["init"], keys["data"], arrays)
-        history = History(metrics_file.keep_until(start) if metrics_file else [])
+    def check_guard(guard, last_saved):
+        _check_guard(guard, program.metric_names, seeds, last_saved, workdir)
 
+    try:
+        state, start = _restore_or_init(program, checkpointer, repl, train, workdir)
+        # Rows after the restored step are recomputed bit for bit; drop them so the file matches an unbroken run.
+        history = History(metrics_file.keep_until(start) if metrics_file else [])
+        guard = program.guard
         t_compile = time.perf_counter()
-        compiled = None
-        if start < train.steps:  # a finished run (re-reported) needs no step at all
-            compiled = (
-                jax.jit(run_step, donate_argnums=(0, 1), out_shardings=(repl, repl, repl))
-                .lower(state, guard, arrays, keys["data"], keys["train"])
-                .compile()
-            )
-        evaluate = None
-        if spec.evals and start < train.steps:
-            evaluate = (
-                jax.jit(jax.vmap(_make_evaluate(spec)) if stacked else _make_evaluate(spec))
-                .lower(state.params, keys["eval"])
-                .compile()
-            )
+        compiled = evaluate = None
+        if start < train.steps:  # a finished run (re-reported) compiles nothing
+            compiled = (jax.jit(program.step, donate_argnums=(0, 1), out_shardings=(repl, repl, repl))
+                        .lower(state, guard, arrays, keys["data"], keys["train"]).compile())
+            if spec.evals:
+                evaluate = jax.jit(program.evaluate).lower(state.params, keys["eval"]).compile()
         compile_s = time.perf_counter() - t_compile
 
         bar = Progress(train.steps, start, label, enabled=progress)
@@ -203,33 +223,33 @@ def fit(
         step = start
         t_loop = time.perf_counter()
         try:
-            while step < train.steps:
-                state, guard, metrics = compiled(state, guard, arrays, keys["data"], keys["train"])
-                step += 1
-                log_now = _due(step, train.log_every, train.steps)
-                eval_now = bool(spec.evals) and _due(step, train.eval_every, train.steps)
-                ckpt_now = checkpointer is not None and _due(step, train.ckpt_every, train.steps)
-                if log_now or eval_now or ckpt_now:
-                    _check_guard(guard, metric_names, seeds, stacked, last_saved, workdir)
-                if log_now or eval_now:
-                    if eval_now:
-                        metrics = {**metrics, **evaluate(state.params, keys["eval"])}
-                    rows = rows_from_metrics(step, seeds, metrics, stacked)
-                    history.rows.extend(rows)
-                    if metrics_file:
-                        metrics_file.append(rows)
-                    bar.update(step, float(np.mean([r["loss"] for r in rows])), force=log_now)
-                elif bar.enabled and time.perf_counter() - bar.t_last_print > 1.0:
-                    jax.block_until_ready(metrics["loss"])  # honest steps/s: wait for dispatched work
-                    bar.update(step)
-                if ckpt_now:
-                    checkpointer.save(step, state, ckpt_meta)
-                    last_saved = step
+            with deferred_interrupts() as stop:
+                while step < train.steps:
+                    state, guard, metrics = compiled(state, guard, arrays, keys["data"], keys["train"])
+                    step += 1
+                    log_now = _due(step, train.log_every, train.steps)
+                    eval_now = evaluate is not None and _due(step, train.eval_every, train.steps)
+                    ckpt_now = checkpointer is not None and _due(step, train.ckpt_every, train.steps)
+                    if log_now or eval_now or ckpt_now:
+                        check_guard(guard, last_saved)
+                    if log_now or eval_now:
+                        if eval_now:
+                            metrics = {**metrics, **evaluate(state.params, keys["eval"])}
+                        rows = rows_from_metrics(step, seeds, metrics, program.stacked)
+                        history.rows.extend(rows)
+                        if metrics_file:
+                            metrics_file.append(rows)
+                        bar.update(step, float(np.mean([r["loss"] for r in rows])), force=log_now)
+                    elif bar.enabled and time.perf_counter() - bar.t_last_print > 1.0:
+                        jax.block_until_ready(metrics["loss"])  # honest steps/s: wait for dispatched work
+                        bar.update(step)
+                    if ckpt_now:
+                        checkpointer.save(step, state, ckpt_meta)
+                        last_saved = step
+                    if stop.requested:  # after this step's rows, so a resumed run misses none
+                        raise KeyboardInterrupt(stop.signal_name)
         except KeyboardInterrupt:
-            # Keep the work done so far (a finite state only); the same command resumes from here.
-            if checkpointer is not None and step != last_saved:
-                _check_guard(guard, metric_names, seeds, stacked, last_saved, workdir)
-                checkpointer.save(step, state, ckpt_meta)
+            _save_on_interrupt(checkpointer, state, guard, last_saved, ckpt_meta, check_guard)
             raise
         finally:
             bar.close(step)
@@ -248,7 +268,23 @@ def fit(
     return FitResult(state=state, history=history, spec=spec, seeds=seeds, workdir=workdir, timing=timing)
 
 
-def _check_guard(guard, metric_names, seeds, stacked, last_saved, workdir) -> None:
+def _save_on_interrupt(checkpointer, state, guard, last_saved, ckpt_meta, check_guard) -> None:
+    """Checkpoint the state reached when Ctrl-C or SIGTERM arrived, so the same command resumes from there.
+
+    Normally the loop raises after a completed step (`deferred_interrupts`). An interrupt from elsewhere (a second
+    Ctrl-C, a handler outside the main thread) can land before a step's results are assigned, when `state`
+    still names the donated, deleted input: then the last regular checkpoint stands. The step number is read
+    from the state itself, never from the loop counter, so the checkpoint is consistent either way.
+    """
+    if checkpointer is None or any(x.is_deleted() for x in jax.tree.leaves(state)):
+        return
+    step = _step_of(state)
+    if step != last_saved:
+        check_guard(guard, last_saved)  # never checkpoint a non-finite state
+        checkpointer.save(step, state, ckpt_meta)
+
+
+def _check_guard(guard, metric_names, seeds, last_saved, workdir) -> None:
     """Raise `NonFiniteError` if any run produced a non-finite metric (one small device-to-host copy)."""
     host = jax.device_get(guard)
     first = np.atleast_1d(host["first_bad_step"])
