@@ -148,3 +148,16 @@ def test_checkpoint_of_other_seeds_is_refused(tmp_path):
     with pytest.raises(CheckpointError, match="seeds"):
         fit(regression_spec(), TrainConfig(**{**TRAIN.__dict__, "seed": 7}), tmp_path.parent / "copy",
             progress=False)
+
+
+def test_steps_in_flight_are_bounded(monkeypatch):
+    """XLA:CPU deadlocks (and aborts after 40 s) when a multi-device step with an all-reduce is queued ~32 deep;
+    the loop must wait for step t - MAX_STEPS_IN_FLIGHT before dispatching more (see loop.MAX_STEPS_IN_FLIGHT)."""
+    from gvlab.train import loop
+
+    waited = []
+    real = jax.block_until_ready
+    monkeypatch.setattr(loop.jax, "block_until_ready", lambda x: waited.append(1) or real(x))
+    fit(regression_spec(), TrainConfig(steps=100, batch_size=16, log_every=100), progress=False)
+    assert loop.MAX_STEPS_IN_FLIGHT <= 16
+    assert len(waited) >= 100 - loop.MAX_STEPS_IN_FLIGHT

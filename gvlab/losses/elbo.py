@@ -20,6 +20,7 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+from jaxtyping import Array, Float, PRNGKeyArray
 
 from gvlab.dists import DiagNormal, kl_divergence
 from gvlab.types import Metrics
@@ -39,8 +40,9 @@ def beta_kl(beta: float = 1.0) -> Regulariser:
     return regulariser
 
 
-def gaussian_elbo(key: jax.Array, x: jax.Array, posterior: DiagNormal, prior: DiagNormal,
-                  decode: Callable[[jax.Array], object]) -> tuple[jax.Array, jax.Array, jax.Array]:
+def gaussian_elbo(key: PRNGKeyArray, x: Float[Array, "B *data"], posterior: DiagNormal, prior: DiagNormal,
+                  decode: Callable[[jax.Array], object]
+                  ) -> tuple[Float[Array, "B"], Float[Array, "B D"], Float[Array, "B D"]]:
     """One-sample reparameterised ELBO terms with the KL in closed form.
 
     Args:
@@ -61,8 +63,8 @@ def gaussian_elbo(key: jax.Array, x: jax.Array, posterior: DiagNormal, prior: Di
     return recon, kl_divergence(per_dim_q, per_dim_p), z
 
 
-def elbo_loss(recon: jax.Array, kl_per_dim: jax.Array, z: jax.Array, step: jax.Array,
-              regulariser: Regulariser | None = None) -> tuple[jax.Array, Metrics]:
+def elbo_loss(recon: Float[Array, "B"], kl_per_dim: Float[Array, "B D"], z: Float[Array, "B D"], step: jax.Array,
+              regulariser: Regulariser | None = None) -> tuple[Float[Array, ""], Metrics]:
     """Loss `mean(-recon) + regulariser(kl)` and the terms `elbo/recon`, `elbo/kl`, `elbo/elbo` (+ the hook's).
 
     `elbo/elbo` is always the true ELBO (recon - KL), whatever the regulariser, so runs with different
@@ -80,14 +82,15 @@ def elbo_loss(recon: jax.Array, kl_per_dim: jax.Array, z: jax.Array, step: jax.A
     return -jnp.mean(recon) + penalty, metrics
 
 
-def log_importance_weights(key: jax.Array, x: jax.Array, posterior: DiagNormal, prior: DiagNormal,
-                           decode: Callable[[jax.Array], object], num_samples: int) -> jax.Array:
+def log_importance_weights(key: PRNGKeyArray, x: Float[Array, "B *data"], posterior: DiagNormal,
+                           prior: DiagNormal, decode: Callable[[jax.Array], object],
+                           num_samples: int) -> Float[Array, "K B"]:
     """`log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x)` for K samples z_k ~ q(z|x): shape `[K, B]`."""
     z_KxBxD = posterior.sample(key, (num_samples,))
     log_px_z = jax.vmap(lambda z: decode(z).log_prob(x))(z_KxBxD)
     return log_px_z + prior.log_prob(z_KxBxD) - posterior.log_prob(z_KxBxD)
 
 
-def iwae_bound(log_weights: jax.Array) -> jax.Array:
+def iwae_bound(log_weights: Float[Array, "K *batch"]) -> Float[Array, "*batch"]:
     """`log (1/K) sum_k exp(log w_k)` over the first axis: the IWAE bound per example (Burda et al., Eq. 8)."""
     return jax.scipy.special.logsumexp(log_weights, axis=0) - math.log(log_weights.shape[0])

@@ -12,6 +12,7 @@ split over all devices of the mesh (`jit` + `NamedSharding`); state is replicate
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import time
 import zlib
@@ -64,6 +65,13 @@ class FitResult:
         if len(self.seeds) == 1:
             return self.state.params
         return jax.tree.map(lambda x: x[index], self.state.params)
+
+
+# At most this many dispatched steps may be unfinished. XLA:CPU (jaxlib 0.10.2) deadlocks when a multi-device step
+# with a collective is queued ~32 deep (its per-device in-flight limit): some devices' launches wait for a free
+# slot while the others sit in the all-reduce, and after 40 s the rendezvous aborts the process. Eight steps in
+# flight keep any device busy; the cap costs nothing measurable (benchmarks/bench_fit.py).
+MAX_STEPS_IN_FLIGHT = 8
 
 
 def _eval_seed(name: str) -> int:
@@ -222,11 +230,15 @@ def fit(
         last_saved = start if start > 0 else None
         step = start
         t_loop = time.perf_counter()
+        in_flight: collections.deque = collections.deque()  # a non-donated output of each unfinished step
         try:
             with deferred_interrupts() as stop:
                 while step < train.steps:
                     state, guard, metrics = compiled(state, guard, arrays, keys["data"], keys["train"])
                     step += 1
+                    in_flight.append(metrics["loss"])
+                    if len(in_flight) > MAX_STEPS_IN_FLIGHT:
+                        jax.block_until_ready(in_flight.popleft())
                     log_now = _due(step, train.log_every, train.steps)
                     eval_now = evaluate is not None and _due(step, train.eval_every, train.steps)
                     ckpt_now = checkpointer is not None and _due(step, train.ckpt_every, train.steps)
