@@ -33,7 +33,7 @@ def image_grid(images: np.ndarray, rows: int | None = None, title: str = "", row
         padded[: len(images)] = images
         images = padded.reshape(rows, cols, *images.shape[1:])
     rows, cols, height, width = images.shape
-    canvas = np.ones((rows * (height + 1) - 1, cols * (width + 1) - 1))
+    canvas = np.zeros((rows * (height + 1) - 1, cols * (width + 1) - 1))  # white gaps under gray_r
     for r in range(rows):
         for c in range(cols):
             canvas[r * (height + 1): r * (height + 1) + height, c * (width + 1): c * (width + 1) + width] = images[r, c]
