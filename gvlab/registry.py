@@ -7,7 +7,7 @@ anything runs. Experiment modules are imported explicitly by `experiments/__init
 list is complete.
 
 Examples:
-    >>> claim = Claim("IWAE is tighter than the ELBO", metric="iwae_minus_elbo", op=">=", threshold=0.0)
+    >>> claim = Claim(statement="IWAE is tighter than the ELBO", metric="iwae_minus_elbo", op=">=", threshold=0.0)
     >>> claim.check({"iwae_minus_elbo": [0.8, 1.1, 0.9]})["passed"]
     True
 """
