@@ -128,7 +128,6 @@ def cmd_resume(args) -> int:
 
 def cmd_reproduce(args) -> int:
     from gvlab import registry
-    from gvlab.errors import GvlabError
     from gvlab.report.tables import text_table
 
     if bool(args.all) == bool(args.name):
