@@ -1,5 +1,5 @@
 # Two targets do all the set-up on a fresh machine: each creates .venv, installs gvlab, then runs.
-#   make run    the project's main job: reproduce the reference experiment and print its claims table
+#   make run    the project's main job: reproduce fbm/bridge (quick profile) and print its claims table
 #   make test   the test suite (under 10 minutes on 2 CPU cores)
 # Versions are pinned by requirements.lock (regenerate with `make lock`).
 
@@ -22,7 +22,7 @@ $(VENV)/.installed-test: pyproject.toml requirements.lock | $(BIN)/python
 	touch $@
 
 run: $(VENV)/.installed
-	$(BIN)/gvlab reproduce vae/digits --profile quick
+	$(BIN)/gvlab reproduce fbm/bridge --profile quick
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -n 2 --dist loadfile

@@ -7,7 +7,7 @@ import importlib
 
 import pytest
 
-MODULES = ["gvlab.dists", "gvlab.config", "gvlab.registry"]
+MODULES = ["gvlab.dists", "gvlab.config", "gvlab.registry", "gvlab.data.pfsm"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -31,16 +31,21 @@ class MLP(nn.Module):
     Attributes:
         features: width of every layer; the last entry is the output size.
         activation: name in `ACTIVATIONS`.
+        zero_init_last: start the output layer at zero (a control or residual that starts as "do nothing", as
+            the neural-SDE controls of Li et al. 2020 and Daems et al. 2024 do).
     """
 
     features: Sequence[int]
     activation: str = "relu"
+    zero_init_last: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         act = activation(self.activation)
+        last = len(self.features) - 1
         for i, width in enumerate(self.features):
-            x = nn.Dense(width, name=f"dense_{i}")(x)
+            init = nn.initializers.zeros if (self.zero_init_last and i == last) else nn.linear.default_kernel_init
+            x = nn.Dense(width, kernel_init=init, name=f"dense_{i}")(x)
             if i < len(self.features) - 1:
                 x = act(x)
         return x

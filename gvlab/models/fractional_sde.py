@@ -1,0 +1,145 @@
+"""Latent SDE driven by fractional noise, with a controlled variational posterior (Daems et al., ICLR 2024).
+
+Prior (per latent dimension):  dX = b(X, t) dt + s dB^H_t  with B^H the Markov approximation of fBM
+(`gvlab.sde.mafbm`); here b = -theta X (theta = 0: scaled fBM) and s = exp(log_scale) * unit_variance_scale(H),
+so that s B^H has variance exp(2 log_scale) at t = 1 whatever H.
+
+Posterior: the same system with a control u_phi(t, X, Y, context) added to the driving noise. u_phi is an MLP on
+(sin t, cos t, X, Y^1..K, context_t) with a zero-initialised output layer, so training starts from the prior.
+The Hurst index is H = sigmoid(hurst_logit), learned when `learn_hurst` is set: omega(H) is then differentiated
+through the linear solve of `optimal_coefficients`. `kind="brownian"` is the Brownian-motion model (H = 1/2
+exactly, gamma = [0], omega = [1]).
+
+The ELBO of observations o_i at grid indices n_i with Gaussian noise (Eq. 12):
+    sum_i log N(o_i; X_{t_{n_i}}, sigma_obs^2) - 1/2 int |u|^2 dt.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from gvlab.dists import DiagNormal
+from gvlab.nn import MLP
+from gvlab.sde import fractional
+from gvlab.sde.mafbm import brownian_coefficients, solve_fractional
+from gvlab.sde.solve import SDESolution, brownian_increments
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Config:
+    """Fractional latent SDE.
+
+    Attributes:
+        dim: latent dimensions D (each with its own W and K OU processes).
+        num_terms: K, OU processes per dimension.
+        gamma_max: the geometric grid spans [1/gamma_max, gamma_max] (keep gamma_max * dt < 0.5 for Euler).
+        kind: "type1" (Mandelbrot-van Ness), "type2" (Riemann-Liouville) or "brownian" (H = 1/2, no OU terms).
+        omega_horizon: T of the optimal-omega criterion E int_0^T (B - B_hat)^2 dt.
+        hurst: the Hurst index (fixed), or its initial value when `learn_hurst`.
+        learn_hurst: train H = sigmoid(logit) with the rest.
+        learn_scale: train log s (the noise scale) with the rest.
+        theta: mean reversion of the prior drift -theta X.
+        hidden: widths of the control MLP.
+        context_dim: size of the per-time context the control sees (0: none).
+        solver: "diffrax" (Euler through diffrax) or "scan" (the lax.scan reference; same numbers).
+    """
+
+    dim: int = 1
+    num_terms: int = 5
+    gamma_max: float = 20.0
+    kind: Literal["type1", "type2", "brownian"] = "type1"
+    omega_horizon: float = 2.0
+    hurst: float = 0.5
+    learn_hurst: bool = False
+    learn_scale: bool = False
+    theta: float = 0.0
+    hidden: tuple[int, ...] = (128, 128)
+    context_dim: int = 0
+    solver: Literal["diffrax", "scan"] = "diffrax"
+
+
+class Coefficients(NamedTuple):
+    hurst: Array
+    gammas: Array
+    omegas: Array
+    scale: Array
+
+
+class FractionalSDE(NamedTuple):
+    """The model's pure functions.
+
+    Attributes:
+        init: `key -> params`.
+        coefficients: `params -> Coefficients` (H, gamma, omega, noise scale).
+        sample: `(params, key, x0 [D], context [N, C], num_steps, dt, posterior) -> SDESolution`; X is
+            `ys[:, :, 0]`; `posterior=False` samples the prior (and its KL is 0).
+    """
+
+    init: object
+    coefficients: object
+    sample: object
+
+
+def make(cfg: Config) -> FractionalSDE:
+    """Build the model's functions (static settings captured here; arguments carry arrays only)."""
+    control_net = MLP(tuple(cfg.hidden) + (cfg.dim,), "tanh", zero_init_last=True)
+    num_terms = 1 if cfg.kind == "brownian" else cfg.num_terms
+    solve_kind = "type2" if cfg.kind == "brownian" else cfg.kind
+    features = 2 + cfg.dim * (1 + num_terms) + cfg.context_dim
+
+    def init(key: PRNGKeyArray):
+        return {
+            "control": control_net.init(key, jnp.zeros((1, features))),
+            "hurst_logit": jnp.asarray(jnp.log(cfg.hurst) - jnp.log1p(-cfg.hurst), jnp.float32),
+            "log_scale": jnp.zeros((), jnp.float32),
+        }
+
+    def coefficients(params) -> Coefficients:
+        log_scale = params["log_scale"] if cfg.learn_scale else jax.lax.stop_gradient(params["log_scale"])
+        if cfg.kind == "brownian":
+            gammas, omegas = brownian_coefficients()
+            return Coefficients(jnp.asarray(0.5, jnp.float32), gammas, omegas, jnp.exp(log_scale))
+        logit = params["hurst_logit"] if cfg.learn_hurst else jax.lax.stop_gradient(params["hurst_logit"])
+        hurst = jax.nn.sigmoid(logit)
+        gammas = fractional.gamma_grid(cfg.num_terms, cfg.gamma_max)
+        omegas = fractional.optimal_coefficients(hurst, gammas, cfg.omega_horizon, cfg.kind)
+        return Coefficients(hurst, gammas, omegas, jnp.exp(log_scale) * fractional.unit_variance_scale(hurst, cfg.kind))
+
+    def sample(params, key: PRNGKeyArray, x0: Float[Array, "D"], context: Float[Array, "N C"], num_steps: int,
+               dt: float, posterior: bool = True, save_every: int = 1) -> SDESolution:
+        coef = coefficients(params)
+        y0_key, noise_key = jax.random.split(key)
+        increments = brownian_increments(noise_key, num_steps, dt, (cfg.dim,), x0.dtype)
+
+        def drift(t, x, p):
+            return -cfg.theta * x
+
+        def diffusion(t, x, p):
+            return jnp.broadcast_to(p["scale"], x.shape)
+
+        def control(t, z, p):
+            index = jnp.clip(jnp.round(t / dt).astype(jnp.int32), 0, num_steps - 1)
+            inputs = [jnp.stack([jnp.sin(t), jnp.cos(t)]), z.reshape(-1)]
+            if cfg.context_dim:
+                inputs.append(p["context"][index])
+            return control_net.apply(p["control"], jnp.concatenate(inputs)[None])[0]
+
+        fields = {"control": params["control"], "scale": coef.scale, "context": context}
+        return solve_fractional(y0_key, x0, increments, gammas=coef.gammas, omegas=coef.omegas, kind=solve_kind,
+                                drift=drift, diffusion=diffusion, params=fields,
+                                control=control if posterior else None, dt=dt, save_every=save_every,
+                                solver=cfg.solver)
+
+    return FractionalSDE(init=init, coefficients=coefficients, sample=sample)
+
+
+def observation_log_likelihood(xs: Float[Array, "S D"], observations: Float[Array, "M D"],
+                               indices: Array, noise: float) -> Array:
+    """sum_i log N(o_i; X_{t_{n_i}}, noise^2), summed over observations and dimensions."""
+    picked = xs[indices]
+    return jnp.sum(DiagNormal(picked, jnp.full(picked.shape, noise, picked.dtype)).log_prob(observations))

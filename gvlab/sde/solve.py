@@ -1,0 +1,169 @@
+"""Solving SDEs with pre-sampled Brownian increments: diffrax, and a `lax.scan` Euler-Maruyama reference.
+
+    dY_t = [f(t, Y_t) + g(t, Y_t) * u(t, Y_t)] dt + g(t, Y_t) * dW_t,        Y_{t0} = y0,
+
+with f the drift, g a diffusion coefficient of the state's shape (noise acting elementwise, "diagonal"), and u an
+optional control. With a control, the solve also accumulates the path KL between the controlled (posterior) and
+uncontrolled (prior) laws by Girsanov's theorem (e.g. Li et al. 2020, Eq. 5; Daems et al. 2024, Eq. 11):
+
+    KL(Q || P) = E_Q[ 1/2 int_{t0}^{t1} ||u(t, Y_t)||^2 dt ].
+
+Noise may be shared between state components: `increments` have the *noise* shape and `noise_to_state` maps
+one increment to the state's shape (e.g. one Brownian motion driving a state variable and its K auxiliary
+Ornstein-Uhlenbeck processes, as in the Markov-approximate fBM). The control lives in the noise space too, so the
+KL counts each Brownian motion once.
+
+Increments are sampled up front, per example (`brownian_increments`), because training through a solve with
+diffrax's `VirtualBrownianTree` is several times slower under `grad` on CPU. Vector fields take their parameters
+through `args` and close over nothing that is traced. Inside `vmap`, a failed solve is recorded in
+`SDESolution.failed` instead of raising.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import lineax
+from jaxtyping import Array, Bool, Float, PRNGKeyArray
+
+Field = Callable[[Array, Any, Any], Any]  # (t, y, args) -> array of the state's (or the noise's) shape
+
+
+class SDESolution(NamedTuple):
+    """Output of `solve_sde` / `solve_sde_reference`.
+
+    Attributes:
+        ts: save times `[S]` (t0 and every `save_every`-th step).
+        ys: states at `ts`, `[S, *state]`.
+        kl: Girsanov path KL accumulated up to each save time, `[S]` (zeros without a control).
+        failed: True if the solver did not finish (diffrax's `result` is not successful).
+    """
+
+    ts: Float[Array, "S"]
+    ys: Any
+    kl: Float[Array, "S"]
+    failed: Bool[Array, ""]
+
+
+def brownian_increments(key: PRNGKeyArray, num_steps: int, dt: float, noise_shape: tuple[int, ...],
+                        dtype=jnp.float32) -> Float[Array, "N *noise"]:
+    """`num_steps` independent increments W_{t+dt} - W_t ~ N(0, dt I) of a Brownian motion of `noise_shape`."""
+    return jnp.sqrt(jnp.asarray(dt, dtype)) * jax.random.normal(key, (num_steps, *noise_shape), dtype)
+
+
+class _IncrementPath(diffrax.AbstractPath):
+    """A Brownian path known only through its increments on the grid t0 + n dt.
+
+    `evaluate(s, s + dt)` returns increment n = round((s - t0) / dt), already mapped to the state's shape, and a
+    zero increment for the KL component. Valid for fixed-step solvers whose steps are the grid's (the only way
+    `solve_sde` uses it): O(1) per step, where an interpolated path would search the grid.
+    """
+
+    t0: float
+    t1: float
+    dt: float
+    increments: Array
+    noise_to_state: Callable = eqx.field(static=True)
+
+    def evaluate(self, t0, t1=None, left=True):
+        del t1, left
+        index = jnp.clip(jnp.round((t0 - self.t0) / self.dt).astype(jnp.int32), 0, self.increments.shape[0] - 1)
+        dw = self.noise_to_state(self.increments[index])
+        return dw, jnp.zeros((), dw.dtype)
+
+
+def _identity(x):
+    return x
+
+
+def _augmented_fields(drift: Field, diffusion: Field, control: Field | None, noise_to_state: Callable):
+    """Drift and diffusion of the pair (y, kl): kl' = |u|^2 / 2, and kl has no noise."""
+
+    def aug_drift(t, state, args):
+        y, _ = state
+        f = drift(t, y, args)
+        if control is None:
+            return f, jnp.zeros((), f.dtype)
+        u = control(t, y, args)
+        return f + diffusion(t, y, args) * noise_to_state(u), 0.5 * jnp.sum(u**2)
+
+    def aug_diffusion(t, state, args):
+        y, kl = state
+        return lineax.DiagonalLinearOperator((diffusion(t, y, args), jnp.zeros_like(kl)))
+
+    return aug_drift, aug_diffusion
+
+
+def _grid(t0: float, dt: float, num_steps: int, save_every: int, dtype) -> Array:
+    if num_steps % save_every:
+        raise ValueError(f"num_steps={num_steps} must be a multiple of save_every={save_every}")
+    return t0 + dt * jnp.arange(0, num_steps + 1, save_every, dtype=dtype)
+
+
+def solve_sde(drift: Field, diffusion: Field, y0: Array, increments: Array, *, t0: float, dt: float,
+              args: Any = None, control: Field | None = None, noise_to_state: Callable = _identity,
+              save_every: int = 1, solver: diffrax.AbstractSolver | None = None) -> SDESolution:
+    """Solve on the grid t0 + n dt, n = 0..N, with diffrax (Euler-Maruyama by default).
+
+    Args:
+        drift: f(t, y, args), the state's shape.
+        diffusion: g(t, y, args), the state's shape (multiplies the mapped increment elementwise).
+        y0: initial state.
+        increments: `[N, *noise]` Brownian increments (`brownian_increments`); N fixes the number of steps.
+        t0, dt: start time and step.
+        args: parameters of the fields (gradients flow through them).
+        control: u(t, y, args) of the noise's shape, added to the driving noise; enables the path KL.
+        noise_to_state: maps a noise-shaped array to the state's shape (default: identity).
+        save_every: save every this many steps (N must be a multiple).
+        solver: a diffrax solver for Ito SDEs with fixed steps (default `diffrax.Euler()`).
+
+    Returns:
+        `SDESolution` with `ys[0] = y0` and the KL accumulated to each save time.
+    """
+    num_steps = increments.shape[0]
+    dtype = y0.dtype
+    ts = _grid(t0, dt, num_steps, save_every, dtype)
+    aug_drift, aug_diffusion = _augmented_fields(drift, diffusion, control, noise_to_state)
+    path = _IncrementPath(t0=t0, t1=t0 + num_steps * dt, dt=dt, increments=increments, noise_to_state=noise_to_state)
+    terms = diffrax.MultiTerm(diffrax.ODETerm(aug_drift), diffrax.ControlTerm(aug_diffusion, path))
+    # Save every step (no dense interpolation) and checkpoint every step for the backward pass: with a known,
+    # fixed number of steps this compiles 2x faster and runs ~5x faster under grad than SaveAt(ts) with the
+    # default binomial checkpointing (measured on CPU, jax 0.10 / diffrax 0.7); memory is that of a scan.
+    sol = diffrax.diffeqsolve(
+        terms, solver or diffrax.Euler(), t0=t0, t1=t0 + num_steps * dt, dt0=dt, y0=(y0, jnp.zeros((), dtype)),
+        args=args, saveat=diffrax.SaveAt(t0=True, steps=True), stepsize_controller=diffrax.ConstantStepSize(),
+        adjoint=diffrax.RecursiveCheckpointAdjoint(checkpoints=num_steps), max_steps=num_steps, throw=False,
+    )
+    ys, kl = sol.ys
+    return SDESolution(ts=ts, ys=jax.tree.map(lambda x: x[::save_every], ys), kl=kl[::save_every],
+                       failed=sol.result != diffrax.RESULTS.successful)
+
+
+def solve_sde_reference(drift: Field, diffusion: Field, y0: Array, increments: Array, *, t0: float, dt: float,
+                        args: Any = None, control: Field | None = None, noise_to_state: Callable = _identity,
+                        save_every: int = 1) -> SDESolution:
+    """The same Euler-Maruyama scheme as `solve_sde`, written as a `lax.scan` (the reference for tests and speed).
+
+    y_{n+1} = y_n + [f + g * u] dt + g * dW_n,   kl_{n+1} = kl_n + |u|^2 dt / 2, all evaluated at (t_n, y_n).
+    """
+    num_steps = increments.shape[0]
+    dtype = y0.dtype
+    ts = _grid(t0, dt, num_steps, save_every, dtype)
+    aug_drift, _ = _augmented_fields(drift, diffusion, control, noise_to_state)
+
+    def step(carry, inputs):
+        y, kl = carry
+        n, dw = inputs
+        t = t0 + n * dt
+        f, dkl = aug_drift(t, (y, kl), args)
+        y = y + f * dt + diffusion(t, y, args) * noise_to_state(dw)
+        return (y, kl + dkl * dt), (y, kl + dkl * dt)
+
+    _, (ys, kls) = jax.lax.scan(step, (y0, jnp.zeros((), dtype)), (jnp.arange(num_steps, dtype=dtype), increments))
+    ys = jnp.concatenate([y0[None], ys])[::save_every]
+    kls = jnp.concatenate([jnp.zeros((1,), dtype), kls])[::save_every]
+    return SDESolution(ts=ts, ys=ys, kl=kls, failed=jnp.zeros((), bool))
