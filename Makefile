@@ -27,8 +27,13 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -n 2 --dist loadfile
 
-bench: $(VENV)/.installed
+$(VENV)/.installed-bench: pyproject.toml requirements.lock | $(BIN)/python
+	$(PIP) install -c requirements.lock -e ".[bench]"
+	touch $@
+
+bench: $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/bench_fit.py
+	$(BIN)/python benchmarks/bench_fractional_sde.py
 
 lock: $(VENV)/.installed-test
 	$(PIP) freeze --exclude-editable | grep -v '^-e' > requirements.lock

@@ -6,7 +6,10 @@ optimal coefficients omega (A omega = b, Prop. 3 of the paper) against the quadr
 covariance on a 20-point grid of (0, T] is compared with the exact covariance of the target process.
 
 Command:  gvlab reproduce fbm/approximation --profile quick
-Expected: see the claims; measured numbers are in README.md and the report.
+Expected: claim 1 holds, claim 2 fails at H = 0.8. Measured (9 s): time-averaged error optimal / Riemann
+          0.38, 0.03, 0.62, 0.87 for H = 0.2, 0.35, 0.65, 0.8; covariance error 0.065, 0.016, 0.047, 0.247. At
+          H = 0.8 the closed-form MA-fBM covariance is itself 0.245 from the fBM covariance: K = 5, gamma_max = 20
+          cannot reach the notes' bound of 0.15 there, whatever the number of simulated paths.
 """
 
 from __future__ import annotations

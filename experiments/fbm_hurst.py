@@ -8,7 +8,14 @@ Brownian motion (H = 1/2, no OU terms). Both are trained on the ELBO; the ELBOs 
 paths.
 
 Command:  gvlab reproduce fbm/hurst --profile quick
-Expected: see the claims; measured numbers are in README.md and the report.
+Expected: the H = 0.7 claims hold, the H = 0.3 ones fail. Measured on 2 CPU cores (jax 0.10.2):
+          quick (3 seeds x 800 steps, 97 s): learned H 0.633 +- 0.002 for H = 0.7 (pass) and 0.506 for H = 0.3
+            (fail: it does not leave its start); held-out ELBO gain over BM +11.3 +- 0.9 nats (H 0.7, pass),
+            -0.5 +- 0.8 (H 0.3, fail).
+          full (3 seeds x 3000 steps, 5 min 25 s): 0.662 +- 0.001 (pass), 0.536 (fail); gains +0.02 +- 1.1 (passes
+            on the mean, within seed noise: the Brownian model catches up with longer training) and -3.2 +- 1.9.
+          The exact Gaussian marginal likelihood of the H = 0.3 data peaks at the truth (-11.03 nats/path at 0.3,
+          -12.50 at 1/2), so the H = 0.3 miss is a bias of the variational fit, not of the MA-fBM maths.
 """
 
 from __future__ import annotations

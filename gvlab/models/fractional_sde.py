@@ -5,7 +5,8 @@ Prior (per latent dimension):  dX = b(X, t) dt + s dB^H_t  with B^H the Markov a
 so that s B^H has variance exp(2 log_scale) at t = 1 whatever H.
 
 Posterior: the same system with a control u_phi(t, X, Y, context) added to the driving noise. u_phi is an MLP on
-(sin t, cos t, X, Y^1..K, context_t) with a zero-initialised output layer, so training starts from the prior.
+(sin t, cos t, X, sqrt(2 gamma_k) Y^k, context_t) (Y standardised by its stationary std) with a zero-initialised
+output layer, so training starts from the prior.
 The Hurst index is H = sigmoid(hurst_logit), learned when `learn_hurst` is set: omega(H) is then differentiated
 through the linear solve of `optimal_coefficients`. `kind="brownian"` is the Brownian-motion model (H = 1/2
 exactly, gamma = [0], omega = [1]).
@@ -124,12 +125,16 @@ def make(cfg: Config) -> FractionalSDE:
 
         def control(t, z, p):
             index = jnp.clip(jnp.round(t / dt).astype(jnp.int32), 0, num_steps - 1)
+            # Y^k has stationary std 1/sqrt(2 gamma_k) (3.2 for gamma = 0.05): standardise it so that slow
+            # OU components do not saturate the tanh control (gamma = 0, Brownian motion, is left as it is).
+            y_scale = jnp.where(p["gammas"] > 0, jnp.sqrt(2 * p["gammas"]), 1.0)
+            z = jnp.concatenate([z[:, :1], z[:, 1:] * y_scale[None, :]], axis=1)
             inputs = [jnp.stack([jnp.sin(t), jnp.cos(t)]), z.reshape(-1)]
             if cfg.context_dim:
                 inputs.append(p["context"][index])
             return control_net.apply(p["control"], jnp.concatenate(inputs)[None])[0]
 
-        fields = {"control": params["control"], "scale": coef.scale, "context": context}
+        fields = {"control": params["control"], "scale": coef.scale, "context": context, "gammas": coef.gammas}
         return solve_fractional(y0_key, x0, increments, gammas=coef.gammas, omegas=coef.omegas, kind=solve_kind,
                                 drift=drift, diffusion=diffusion, params=fields,
                                 control=control if posterior else None, dt=dt, save_every=save_every,
