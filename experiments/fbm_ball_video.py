@@ -20,16 +20,18 @@ control sees nothing later), then the prior is rolled forward from the full infe
 per seed (same videos, same keys).
 
 Command:  gvlab reproduce fbm/ball_video --profile full
-Expected: the H = 0.7 claims hold and the H = 0.3 ones fail. Measured on 2 CPU cores (jax 0.10.2):
-          quick (3 seeds x 600 steps, 71 s): H has barely left 1/2 (0.49-0.52), all four claims fail, ratios
-            1.04 (H 0.3) and 1.12 (H 0.7).
-          full (3 seeds x 4000 steps, 4 min 10 s): learned H 0.71 / 0.70 / 0.70 on H = 0.7 videos (error 0.004,
-            pass) and *also* 0.71 / 0.70 / 0.70 on H = 0.3 videos (error 0.41, fail; H dips to 0.46 near step 700,
-            then rises and is still rising at the end). Prediction MSE fractional / Brownian 0.85 +- 0.02 for
-            H = 0.7 (pass; copy-last-frame baseline 0.0080 vs 0.0064 fractional) and 1.02 +- 0.01 for H = 0.3
-            (fail). Since both data sets end near 0.7, the H = 0.7 pass is not evidence that H is identified from
-            the frames: the variational fit is biased towards smooth paths (as in fbm/hurst, where rough H = 0.3
-            is not recovered although the exact marginal likelihood peaks at the truth).
+Expected: the H = 0.3 claims hold and the H = 0.7 ones fail (full profile). Measured on 2 CPU cores (jax 0.10.2):
+          quick (3 seeds x 600 steps, 120 s): H has barely left 1/2 (0.47-0.49 and 0.48-0.51), prediction MSE
+            ratio 1.02 (H 0.3) and 0.98 (H 0.7); only the last claim holds, within seed noise (+- 0.05).
+          full (3 seeds x 4000 steps, 6 min 50 s): learned H 0.284 / 0.280 / 0.287 on H = 0.3 videos (error
+            0.016, pass; it leaves 1/2 near step 600 and settles by 3000) but 0.504 / 0.505 / 0.505 on H = 0.7
+            videos (fail: it never leaves 1/2); prediction MSE fractional / Brownian 0.959 +- 0.011 (H 0.3, pass;
+            copy-last-frame baseline 0.0130 vs 0.0090) and 1.04 +- 0.06 (H 0.7, fail).
+          With the plain Euler step into each frame (`learned_frame_step=False`) the picture was reversed: H ended
+            at 0.70-0.71 for *both* data sets (errors 0.40 and 0.003; ratios 1.01 and 0.90), because that step's
+            noise moves the decoded ball by about a pixel for H = 0.3 and the pixel likelihood charges it; that
+            H = 0.7 "pass" was the bias, not identification. Same mechanism and same remaining H = 0.7 failure as
+            in fbm/hurst.
 """
 
 from __future__ import annotations
@@ -68,6 +70,10 @@ class Config:
         margin: the ball centre stays this many pixels from the border (tanh squashing).
         motion_scale: diffusion of the ball's latent path (X_0 + motion_scale B^H).
         initial_std: std of X_0.
+        learned_frame_step: the Euler step into each frame has a learned variance (`FractionalSDE.segments`):
+            with a plain controlled step its noise, of variance (s sum omega)^2 dt, lands on the decoded ball
+            position unchanged, which the pixel likelihood charges heavily and more for small H (larger effective
+            diffusion), biasing the learned H upwards; False is the plain Euler-Maruyama posterior.
         steps_per_frame: Euler steps between frames (dt = 1 / ((num_frames - 1) steps_per_frame); gamma_max dt
             must stay below 0.5).
         num_terms, gamma_max: the MA-fBM approximation (type I).
@@ -90,6 +96,7 @@ class Config:
     motion_scale: float = 0.6
     initial_std: float = 0.3
     steps_per_frame: int = 3
+    learned_frame_step: bool = True
     num_terms: int = 5
     gamma_max: float = 20.0
     features: int = 8
@@ -114,7 +121,7 @@ def sample_videos(cfg: Config, hurst: float, key, num: int) -> dict[str, jax.Arr
 def sde_config(cfg: Config, kind: str) -> fractional_sde.Config:
     return fractional_sde.Config(dim=LATENT_DIM, num_terms=cfg.num_terms, gamma_max=cfg.gamma_max, kind=kind,
                                  omega_horizon=1.0, hurst=0.5, learn_hurst=kind != "brownian", learn_scale=True,
-                                 hidden=cfg.control_hidden,
+                                 hidden=cfg.control_hidden, learn_step_scale=cfg.learned_frame_step,
                                  context_dim=cfg.context_frames * cfg.features + 1)
 
 
@@ -165,7 +172,7 @@ def make_model(cfg: Config, kind: str) -> VideoModel:
         return jax.nn.sigmoid(logits).reshape(xs.shape[:-1] + (cfg.size, cfg.size))
 
     def context(feats_TxC):
-        """Per Euler step n: (features of the next `context_frames` frames, time left until the next one).
+        """Per Euler step n: (features of the next `context_frames` frames, time left until the next one, in frames).
 
         `[(T-1) spf, context_frames C + 1]`; frame indices past the last are clipped to it.
         """
@@ -173,38 +180,45 @@ def make_model(cfg: Config, kind: str) -> VideoModel:
         num_steps = (num_frames - 1) * spf
         step = jnp.arange(num_steps)
         next_frame = step // spf + 1
-        time_left = ((next_frame * spf - step) * dt).astype(feats_TxC.dtype)
+        # In units of the frame interval (1, 2/3, 1/3 for 3 steps): in units of t it would span only [dt, 3 dt], a
+        # nearly constant input to the control.
+        time_left = ((next_frame * spf - step) / spf).astype(feats_TxC.dtype)
         upcoming = jnp.minimum(next_frame[:, None] + jnp.arange(cfg.context_frames)[None, :], num_frames - 1)
         return jnp.concatenate([feats_TxC[upcoming].reshape(num_steps, -1), time_left[:, None]], axis=1)
 
     def posterior(params, frames, key):
+        """(X at the frames `[T, D]`, the full state at the last frame `[D, 1 + K]`, path KL, KL of q(X_0))."""
         feats_TxC, q0 = encode(params, frames)
         x0_key, path_key = jax.random.split(key)
         x0 = q0.sample(x0_key)
-        num_steps = (frames.shape[0] - 1) * spf
-        path = sde.sample(params["sde"], path_key, x0, context(feats_TxC), num_steps, dt, save_every=spf)
+        num_intervals = frames.shape[0] - 1
+        num_steps = num_intervals * spf
         x0_kl = kl_divergence(q0, DiagNormal(jnp.zeros(LATENT_DIM), jnp.ones(LATENT_DIM)))
-        return path, x0_kl
+        if cfg.learned_frame_step:
+            sol = sde.segments(params["sde"], path_key, x0, context(feats_TxC), num_intervals, num_steps, dt)
+            return jnp.concatenate([x0[None], sol.zs[:, :, 0]]), sol.zs[-1], sol.kl, x0_kl
+        path = sde.sample(params["sde"], path_key, x0, context(feats_TxC), num_steps, dt, save_every=spf)
+        return path.ys[:, :, 0], path.ys[-1], path.kl[-1], x0_kl
 
     def elbo(params, frames, key):
-        path, x0_kl = posterior(params, frames, key)
-        means = decode(params, path.ys[:, :, 0])
+        xs, _, path_kl, x0_kl = posterior(params, frames, key)
+        means = decode(params, xs)
         noise = jnp.full(means.shape, cfg.pixel_noise, means.dtype)
         log_lik = jnp.sum(DiagNormal(means, noise, event_ndims=3).log_prob(frames))
-        return log_lik, path.kl[-1], x0_kl
+        return log_lik, path_kl, x0_kl
 
     def predict(params, frames, key):
         post_key, prior_key = jax.random.split(key)
-        path, _ = posterior(params, frames[: cfg.cond_frames], post_key)
+        xs_seen, last_state, _, _ = posterior(params, frames[: cfg.cond_frames], post_key)
         coef = sde.coefficients(params["sde"])
         drift, diffusion, _ = mafbm.fractional_fields(lambda t, x, p: jnp.zeros_like(x),
                                                       lambda t, x, p: jnp.broadcast_to(p, x.shape))
         num_steps = (cfg.num_frames - cfg.cond_frames) * spf
         increments = brownian_increments(prior_key, num_steps, dt, (LATENT_DIM,))
-        ahead = solve_sde(drift, diffusion, path.ys[-1], increments, t0=(cfg.cond_frames - 1) * spf * dt, dt=dt,
+        ahead = solve_sde(drift, diffusion, last_state, increments, t0=(cfg.cond_frames - 1) * spf * dt, dt=dt,
                           args=(coef.scale, coef.gammas, coef.omegas),
                           noise_to_state=lambda dw: mafbm.noise_to_state(dw, num_terms), save_every=spf)
-        xs = jnp.concatenate([path.ys[:, :, 0], ahead.ys[1:, :, 0]])
+        xs = jnp.concatenate([xs_seen, ahead.ys[1:, :, 0]])
         return decode(params, xs)
 
     return VideoModel(init=init, elbo=elbo, predict=predict, sde=sde)

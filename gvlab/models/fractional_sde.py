@@ -27,7 +27,8 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from gvlab.dists import DiagNormal
 from gvlab.nn import MLP
 from gvlab.sde import fractional
-from gvlab.sde.mafbm import brownian_coefficients, solve_fractional
+from gvlab.sde.mafbm import (ObservedSolution, SegmentedSolution, brownian_coefficients, rescaled_step,
+                             solve_fractional, solve_fractional_observed, solve_fractional_segments)
 from gvlab.sde.solve import SDESolution, brownian_increments
 
 
@@ -47,6 +48,8 @@ class Config:
         theta: mean reversion of the prior drift -theta X.
         hidden: widths of the control MLP.
         context_dim: size of the per-time context the control sees (0: none).
+        learn_step_scale: the control network also outputs log rho, the std ratio of the last Euler step into
+            each observation (`segments`; see `gvlab.sde.mafbm.rescaled_step`).
         solver: "diffrax" (Euler through diffrax) or "scan" (the lax.scan reference; same numbers).
     """
 
@@ -61,6 +64,7 @@ class Config:
     theta: float = 0.0
     hidden: tuple[int, ...] = (128, 128)
     context_dim: int = 0
+    learn_step_scale: bool = False
     solver: Literal["diffrax", "scan"] = "diffrax"
 
 
@@ -79,16 +83,27 @@ class FractionalSDE(NamedTuple):
         coefficients: `params -> Coefficients` (H, gamma, omega, noise scale).
         sample: `(params, key, x0 [D], context [N, C], num_steps, dt, posterior) -> SDESolution`; X is
             `ys[:, :, 0]`; `posterior=False` samples the prior (and its KL is 0).
+        observed: `(params, key, x0, context [N, C], observations [M, D], num_steps, dt, obs_noise)
+            -> ObservedSolution`: the posterior with the step into each observation (every N / M steps) drawn
+            from its exact conditional (`gvlab.sde.mafbm.solve_fractional_observed`); the ELBO is
+            `log_lik - kl`.
+        segments: `(params, key, x0, context [N, C], num_segments, num_steps, dt) -> SegmentedSolution`: the
+            posterior whose last step into each segment end (every N / M steps) has a learned variance
+            (`learn_step_scale`), for observations with a non-Gaussian likelihood; the caller adds
+            log p(o_i | zs[i]) to `-kl`.
     """
 
     init: object
     coefficients: object
     sample: object
+    observed: object
+    segments: object
 
 
 def make(cfg: Config) -> FractionalSDE:
     """Build the model's functions (static settings captured here; arguments carry arrays only)."""
-    control_net = MLP(tuple(cfg.hidden) + (cfg.dim,), "tanh", zero_init_last=True)
+    outputs = 2 * cfg.dim if cfg.learn_step_scale else cfg.dim
+    control_net = MLP(tuple(cfg.hidden) + (outputs,), "tanh", zero_init_last=True)
     num_terms = 1 if cfg.kind == "brownian" else cfg.num_terms
     solve_kind = "type2" if cfg.kind == "brownian" else cfg.kind
     features = 2 + cfg.dim * (1 + num_terms) + cfg.context_dim
@@ -111,19 +126,17 @@ def make(cfg: Config) -> FractionalSDE:
         omegas = fractional.optimal_coefficients(hurst, gammas, cfg.omega_horizon, cfg.kind)
         return Coefficients(hurst, gammas, omegas, jnp.exp(log_scale) * fractional.unit_variance_scale(hurst, cfg.kind))
 
-    def sample(params, key: PRNGKeyArray, x0: Float[Array, "D"], context: Float[Array, "N C"], num_steps: int,
-               dt: float, posterior: bool = True, save_every: int = 1) -> SDESolution:
+    def drift(t, x, p):
+        return -cfg.theta * x
+
+    def diffusion(t, x, p):
+        return jnp.broadcast_to(p["scale"], x.shape)
+
+    def control_fields(params, context, num_steps: int, dt: float):
+        """The control u(t, Z) and the arrays it reads (its inputs are indexed by the Euler step of t)."""
         coef = coefficients(params)
-        y0_key, noise_key = jax.random.split(key)
-        increments = brownian_increments(noise_key, num_steps, dt, (cfg.dim,), x0.dtype)
 
-        def drift(t, x, p):
-            return -cfg.theta * x
-
-        def diffusion(t, x, p):
-            return jnp.broadcast_to(p["scale"], x.shape)
-
-        def control(t, z, p):
+        def network(t, z, p):
             index = jnp.clip(jnp.round(t / dt).astype(jnp.int32), 0, num_steps - 1)
             # Y^k has stationary std 1/sqrt(2 gamma_k) (3.2 for gamma = 0.05): standardise it so that slow
             # OU components do not saturate the tanh control (gamma = 0, Brownian motion, is left as it is).
@@ -134,13 +147,47 @@ def make(cfg: Config) -> FractionalSDE:
                 inputs.append(p["context"][index])
             return control_net.apply(p["control"], jnp.concatenate(inputs)[None])[0]
 
+        def control(t, z, p):
+            return network(t, z, p)[: cfg.dim]
+
+        def log_step_ratio(t, z, p):
+            return network(t, z, p)[cfg.dim:]
+
         fields = {"control": params["control"], "scale": coef.scale, "context": context, "gammas": coef.gammas}
+        return coef, control, log_step_ratio, fields
+
+    def sample(params, key: PRNGKeyArray, x0: Float[Array, "D"], context: Float[Array, "N C"], num_steps: int,
+               dt: float, posterior: bool = True, save_every: int = 1) -> SDESolution:
+        coef, control, _, fields = control_fields(params, context, num_steps, dt)
+        y0_key, noise_key = jax.random.split(key)
+        increments = brownian_increments(noise_key, num_steps, dt, (cfg.dim,), x0.dtype)
         return solve_fractional(y0_key, x0, increments, gammas=coef.gammas, omegas=coef.omegas, kind=solve_kind,
                                 drift=drift, diffusion=diffusion, params=fields,
                                 control=control if posterior else None, dt=dt, save_every=save_every,
                                 solver=cfg.solver)
 
-    return FractionalSDE(init=init, coefficients=coefficients, sample=sample)
+    def observed(params, key: PRNGKeyArray, x0: Float[Array, "D"], context: Float[Array, "N C"],
+                 observations: Float[Array, "M D"], num_steps: int, dt: float, obs_noise: float) -> ObservedSolution:
+        coef, control, _, fields = control_fields(params, context, num_steps, dt)
+        y0_key, noise_key = jax.random.split(key)
+        increments = brownian_increments(noise_key, num_steps, dt, (cfg.dim,), x0.dtype)
+        return solve_fractional_observed(y0_key, x0, increments, observations, obs_noise, gammas=coef.gammas,
+                                         omegas=coef.omegas, kind=solve_kind, drift=drift, diffusion=diffusion,
+                                         params=fields, control=control, dt=dt, solver=cfg.solver)
+
+    def segments(params, key: PRNGKeyArray, x0: Float[Array, "D"], context: Float[Array, "N C"], num_segments: int,
+                 num_steps: int, dt: float) -> SegmentedSolution:
+        if not cfg.learn_step_scale:
+            raise ValueError("segments needs Config(learn_step_scale=True): the network must output log rho")
+        coef, control, log_step_ratio, fields = control_fields(params, context, num_steps, dt)
+        y0_key, noise_key = jax.random.split(key)
+        increments = brownian_increments(noise_key, num_steps, dt, (cfg.dim,), x0.dtype)
+        return solve_fractional_segments(y0_key, x0, increments, jnp.arange(num_segments),
+                                         rescaled_step(control, log_step_ratio, dt), gammas=coef.gammas,
+                                         omegas=coef.omegas, kind=solve_kind, drift=drift, diffusion=diffusion,
+                                         params=fields, control=control, dt=dt, solver=cfg.solver)
+
+    return FractionalSDE(init=init, coefficients=coefficients, sample=sample, observed=observed, segments=segments)
 
 
 def observation_log_likelihood(xs: Float[Array, "S D"], observations: Float[Array, "M D"],
