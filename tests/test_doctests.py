@@ -7,7 +7,7 @@ import importlib
 
 import pytest
 
-MODULES = ["gvlab.dists", "gvlab.config", "gvlab.registry", "gvlab.data.pfsm", "gvlab.data.balls", "gvlab.diagnostics"]
+MODULES = ["gvlab.dists", "gvlab.config", "gvlab.registry", "gvlab.data.pfsm", "gvlab.data.balls", "gvlab.data.shapes", "gvlab.diagnostics"]
 
 
 @pytest.mark.parametrize("name", MODULES)

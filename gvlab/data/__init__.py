@@ -1,6 +1,8 @@
 """Data: bundled real datasets and synthetic generators; batches are pure functions of `(key, step)`.
 
-Modules: `digits` (scikit-learn's 8x8 digits), `batching` (epoch and sampled batch sources).
+Modules: `digits` (scikit-learn's 8x8 digits), `batching` (epoch and sampled batch sources), `pfsm`
+(probabilistic finite-state-machine sequences), `balls` (fBM-driven ball videos), `shapes` (dSprites-lite images
+with known factors).
 """
 
 from gvlab.data import digits as digits
