@@ -1,0 +1,190 @@
+"""`collapse/linear_cvae`: a trained linear CVAE against the closed-form collapse theory (Dang et al., ICLR 2024).
+
+Data (the notes' design, fixed before any run): N = 4000 pairs, d_x = d_y = d_z = 16, y ~ N(0, diag s^2) with s^2
+log-spaced in [0.05, 2], x_i = rho y_i / s_i + sqrt(1 - rho^2) n_i, so the conditional covariance of y given x is
+diag(s^2 (1 - rho^2)); rho in {0, 0.5, 0.8, 0.95}; beta = 1, eta_enc = 1, eta_dec = 0.5 (collapse threshold
+beta eta_dec^2 = 0.25).
+
+Model and objective (`gvlab.collapse`): q(z|x, y) = N(W1 x + W2 y, diag sigma^2), p(z|x) = N(0, eta_enc^2 I),
+p(y|x, z) = N(U1 z + U2 x, eta_dec^2 I); the beta-weighted negative ELBO with the expectation over z in closed
+form. "Expected loss": the objective evaluated on the moments of the whole dataset (the official
+`matrix_CVAE.py`); "SGD": the same objective on the moments of minibatches of 128. Both by Adam (lr 1e-2).
+Theory: the eigenvalues theta of the dataset's conditional covariance give lambda_i = sqrt(max(0, theta_i -
+beta eta_dec^2)) / eta_enc and the number of active dimensions #{theta_i > beta eta_dec^2}. Measured: the
+singular values of U1 (active: > 1e-2).
+
+Command:  gvlab reproduce collapse/linear_cvae --profile quick
+Expected: all claims hold. Measured on 2 CPU cores (jax 0.10.2), quick (3 seeds x 3000 steps, 65 s): active
+          dimensions 9 / 8 / 5 / 0 for rho = 0 / 0.5 / 0.8 / 0.95, equal to theory for every seed in both the
+          expected-loss and the SGD variant; max singular-value error 0.0018 +- 0.0002 (worst 0.0020).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from gvlab import Claim, DataSource, Method, Spec, TrainConfig, experiment
+from gvlab import collapse
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Config:
+    """`collapse/linear_cvae` settings.
+
+    Attributes:
+        rhos: input-output correlations, one dataset (and two fits) each.
+        num_pairs: N, the dataset size.
+        dim: d_x = d_y = d_z.
+        min_var, max_var: s^2 is log-spaced in [min_var, max_var].
+        beta, eta_enc, eta_dec: the objective's constants.
+        active_threshold: a decoder singular value above this counts as an active dimension.
+        sgd_batch: minibatch size of the SGD variant.
+        train: optimisation (steps, lr, seeds) of both variants.
+    """
+
+    rhos: tuple[float, ...] = (0.0, 0.5, 0.8, 0.95)
+    num_pairs: int = 4000
+    dim: int = 16
+    min_var: float = 0.05
+    max_var: float = 2.0
+    beta: float = 1.0
+    eta_enc: float = 1.0
+    eta_dec: float = 0.5
+    active_threshold: float = 1e-2
+    sgd_batch: int = 128
+    train: TrainConfig = TrainConfig(steps=3000, batch_size=128, lr=1e-2, num_seeds=5, log_every=100)
+
+
+def make_data(cfg: Config, rho: float, key) -> dict[str, jax.Array]:
+    """`{"x": [N, d], "y": [N, d]}` with Cov(y | x) = diag(s^2 (1 - rho^2))."""
+    s2 = jnp.geomspace(cfg.min_var, cfg.max_var, cfg.dim)
+    y_key, n_key = jax.random.split(key)
+    y = jax.random.normal(y_key, (cfg.num_pairs, cfg.dim)) * jnp.sqrt(s2)[None]
+    x = rho * y / jnp.sqrt(s2)[None] + np.sqrt(1 - rho**2) * jax.random.normal(n_key, (cfg.num_pairs, cfg.dim))
+    return {"x": x, "y": y}
+
+
+def moments(x: jax.Array, y: jax.Array) -> dict[str, jax.Array]:
+    """Second moments (population normalisation) of centred x and y."""
+    xc, yc = x - jnp.mean(x, axis=0, keepdims=True), y - jnp.mean(y, axis=0, keepdims=True)
+    n = x.shape[0]
+    return {"xx": xc.T @ xc / n, "yy": yc.T @ yc / n, "xy": xc.T @ yc / n}
+
+
+def expected_loss(cfg: Config, params: dict, m: dict) -> tuple[jax.Array, dict]:
+    """The beta-CVAE negative ELBO with E over z in closed form, from the data's second moments.
+
+    z = W1 x + W2 y + sigma eps: E|U1 z + U2 x - y|^2 = E|A x + B y|^2 + tr(U1 diag(sigma^2) U1^T) with
+    A = U1 W1 + U2, B = U1 W2 - I.
+    """
+    w1, w2, u1, u2, log_sigma = (params[k] for k in ("w1", "w2", "u1", "u2", "log_sigma"))
+    var = jnp.exp(2 * log_sigma)
+
+    def quadratic(a, b):  # E|a x + b y|^2
+        return jnp.trace(a @ m["xx"] @ a.T) + 2 * jnp.trace(a @ m["xy"] @ b.T) + jnp.trace(b @ m["yy"] @ b.T)
+
+    a, b = u1 @ w1 + u2, u1 @ w2 - jnp.eye(cfg.dim)
+    recon = (quadratic(a, b) + jnp.sum(var[None] * jnp.square(u1))) / cfg.eta_dec**2
+    kl = ((quadratic(w1, w2) + jnp.sum(var)) / cfg.eta_enc**2 - jnp.sum(2 * log_sigma)
+          + cfg.dim * np.log(cfg.eta_enc**2) - cfg.dim)
+    return recon + cfg.beta * kl, {"cvae/recon": recon, "cvae/kl": kl}
+
+
+def make_spec(cfg: Config, data: dict, minibatch: bool) -> Spec:
+    def init(key, batch):
+        keys = jax.random.split(key, 4)
+        scale = 0.1 / np.sqrt(cfg.dim)
+        return {"w1": scale * jax.random.normal(keys[0], (cfg.dim, cfg.dim)),
+                "w2": scale * jax.random.normal(keys[1], (cfg.dim, cfg.dim)),
+                "u1": scale * jax.random.normal(keys[2], (cfg.dim, cfg.dim)),
+                "u2": scale * jax.random.normal(keys[3], (cfg.dim, cfg.dim)),
+                "log_sigma": jnp.zeros((cfg.dim,))}
+
+    def loss(params, batch, key, step):
+        return expected_loss(cfg, params, moments(batch["x"], batch["y"]))
+
+    def batch(arrays, key, step):
+        if not minibatch:
+            return arrays
+        index = jax.random.choice(jax.random.fold_in(key, step), cfg.num_pairs, (cfg.sgd_batch,), replace=False)
+        return {"x": arrays["x"][index], "y": arrays["y"][index]}
+
+    return Spec(method=Method(init=init, loss=loss), optimizer=optax.adam(cfg.train.lr),
+                data=DataSource(arrays=data, batch=batch))
+
+
+def _stacked(fit):
+    return fit.state.params if len(fit.seeds) > 1 else jax.tree.map(lambda x: x[None], fit.params)
+
+
+@experiment(
+    "collapse/linear_cvae",
+    config=Config(),
+    smoke={"rhos": (0.0, 0.9), "dim": 4, "num_pairs": 200, "sgd_batch": 32, "train.steps": 20,
+           "train.num_seeds": 2, "train.log_every": 10},
+    quick={"train.steps": 3000, "train.num_seeds": 3},
+    claims=[
+        Claim(statement="Expected-loss training: the number of active latent dimensions equals the number of "
+                        "conditional-covariance eigenvalues above beta eta_dec^2, for every rho (every seed)",
+              metric="count_error_expected", op="<=", threshold=0.0, reduce="all",
+              source="Dang et al. 2024, Thm. 2; exact for the expected-loss objective (notes' mini-experiment)"),
+        Claim(statement="Minibatch SGD: the active count is within +-1 of theory, for every rho (every seed)",
+              metric="count_error_sgd", op="<=", threshold=1.0, reduce="all",
+              source="notes' mini-experiment tolerance for the stochastic objective"),
+        Claim(statement="Expected-loss training: the decoder singular values match theory, max error < 0.05 "
+                        "(every seed)", metric="singular_value_error", op="<", threshold=0.05, reduce="all",
+              source="Dang et al. 2024, Thm. 2"),
+        Claim(statement="The active count never grows with the input-output correlation rho (every seed)",
+              metric="count_increases", op="<=", threshold=0.0, reduce="all",
+              source="Dang et al. 2024, Sec. 4 (correlation causes collapse)"),
+    ],
+)
+def linear_cvae(cfg: Config, run) -> dict:
+    """Trained linear CVAEs (expected loss and minibatch SGD) vs the closed-form optimum over rho."""
+    import matplotlib.pyplot as plt
+
+    theory_counts, expected_counts, sgd_counts, sv_errors = [], [], [], []
+    fig, axes = plt.subplots(1, len(cfg.rhos), figsize=(3.2 * len(cfg.rhos), 3), squeeze=False)
+    for i, rho in enumerate(cfg.rhos):
+        data = make_data(cfg, rho, jax.random.fold_in(run.key("data"), i))
+        m = moments(data["x"], data["y"])
+        theory = collapse.cvae_optimum(collapse.conditional_covariance_from_moments(m["yy"], m["xy"].T, m["xx"]),
+                                       cfg.dim, cfg.beta, cfg.eta_enc, cfg.eta_dec)
+        singular = {}
+        for label, minibatch in (("expected", False), ("sgd", True)):
+            fit = run.fit(make_spec(cfg, data, minibatch), name=f"rho{rho:g}-{label}")
+            singular[label] = np.asarray(jax.vmap(lambda u: jnp.linalg.svd(u, compute_uv=False))(
+                _stacked(fit)["u1"]))  # [seeds, d], decreasing
+        theory_sv = np.asarray(theory.singular_values)
+        theory_counts.append(int(theory.num_active))
+        expected_counts.append(np.sum(singular["expected"] > cfg.active_threshold, axis=1))
+        sgd_counts.append(np.sum(singular["sgd"] > cfg.active_threshold, axis=1))
+        sv_errors.append(np.max(np.abs(singular["expected"] - theory_sv[None]), axis=1))
+        run.log(f"rho {rho:g}: active theory {theory_counts[-1]}, expected-loss {expected_counts[-1]}, "
+                f"SGD {sgd_counts[-1]}; max singular-value error {np.round(sv_errors[-1], 4)}")
+        ax = axes[0, i]
+        ax.plot(theory_sv, "k--", label="theory")
+        for j in range(singular["expected"].shape[0]):
+            ax.plot(singular["expected"][j], color="C0", alpha=0.7, label="expected loss" if j == 0 else None)
+            ax.plot(singular["sgd"][j], color="C1", alpha=0.5, label="SGD" if j == 0 else None)
+        ax.axhline(cfg.active_threshold, color="grey", lw=0.5)
+        ax.set_title(f"rho = {rho:g}: U1 singular values")
+        ax.set_xlabel("index (decreasing)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    run.figure("singular_values", fig)
+    expected, sgd = np.stack(expected_counts, 1), np.stack(sgd_counts, 1)  # [seeds, rhos]
+    theory = np.asarray(theory_counts)[None]
+    return {
+        "theory_active": np.asarray(theory_counts),
+        "expected_active": expected, "sgd_active": sgd,
+        "count_error_expected": np.max(np.abs(expected - theory), axis=1),
+        "count_error_sgd": np.max(np.abs(sgd - theory), axis=1),
+        "singular_value_error": np.max(np.stack(sv_errors, 1), axis=1),
+        "count_increases": np.sum(np.diff(expected, axis=1) > 0, axis=1),
+    }
