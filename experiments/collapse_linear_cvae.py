@@ -118,9 +118,6 @@ def make_spec(cfg: Config, data: dict, minibatch: bool) -> Spec:
                 data=DataSource(arrays=data, batch=batch))
 
 
-def _stacked(fit):
-    return fit.state.params if len(fit.seeds) > 1 else jax.tree.map(lambda x: x[None], fit.params)
-
 
 @experiment(
     "collapse/linear_cvae",
@@ -159,7 +156,7 @@ def linear_cvae(cfg: Config, run) -> dict:
         for label, minibatch in (("expected", False), ("sgd", True)):
             fit = run.fit(make_spec(cfg, data, minibatch), name=f"rho{rho:g}-{label}")
             singular[label] = np.asarray(jax.vmap(lambda u: jnp.linalg.svd(u, compute_uv=False))(
-                _stacked(fit)["u1"]))  # [seeds, d], decreasing
+                fit.stacked_params["u1"]))  # [seeds, d], decreasing
         theory_sv = np.asarray(theory.singular_values)
         theory_counts.append(int(theory.num_active))
         expected_counts.append(np.sum(singular["expected"] > cfg.active_threshold, axis=1))

@@ -270,9 +270,6 @@ def _evaluator(cfg: Config, kind: str):
     return jax.jit(jax.vmap(one_seed, in_axes=(0, None, None)))
 
 
-def _stacked(fit):
-    return fit.state.params if len(fit.seeds) > 1 else jax.tree.map(lambda x: x[None], fit.params)
-
 
 def _hurst_claims(hurst: float) -> list[Claim]:
     tag = f"H{hurst:g}"
@@ -311,7 +308,7 @@ def fbm_ball_video(cfg: Config, run) -> dict:
                 for kind, label in (("type1", "fractional"), ("brownian", "brownian"))}
         test = sample_videos(cfg, hurst, jax.random.fold_in(run.key("test"), i), cfg.num_test)
         key = run.key(f"eval-{tag}")
-        scores = {kind: jax.device_get(_evaluator(cfg, kind)(_stacked(fit), test["frames"], key))
+        scores = {kind: jax.device_get(_evaluator(cfg, kind)(fit.stacked_params, test["frames"], key))
                   for kind, fit in fits.items()}
         learned = np.atleast_1d(fits["type1"].history.last("fbm/hurst"))
         copy_last = np.mean(np.square(np.asarray(test["frames"][:, cfg.cond_frames:])

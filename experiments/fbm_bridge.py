@@ -154,7 +154,7 @@ def fbm_bridge(cfg: Config, run) -> dict:
     for hurst in cfg.hursts:
         tag = f"H{hurst:g}"
         fit = run.fit(make_spec(cfg, hurst), name=tag)
-        params = fit.state.params if len(fit.seeds) > 1 else jax.tree.map(lambda x: x[None], fit.params)
+        params = fit.stacked_params
         std, paths = posterior_std(cfg, hurst, params, run.key(f"eval-{tag}"))
         exact, approx = covariances(cfg, hurst)
         target, target_approx = analytic_std(cfg, hurst, exact), analytic_std(cfg, hurst, approx)

@@ -163,9 +163,6 @@ def held_out_elbo(cfg: Config, kind: str, params, data: dict, key) -> np.ndarray
     return np.asarray(_held_out_elbo_fn(cfg, kind)(params, test["obs"], test["context"], key))
 
 
-def _stacked(fit):
-    return fit.state.params if len(fit.seeds) > 1 else jax.tree.map(lambda x: x[None], fit.params)
-
 
 def exact_log_likelihood(cfg: Config, hurst: float, obs) -> float:
     """max over s of the mean over paths of log N(o; 0, s^2 K_H + sigma^2 I), K_H the standard fBM covariance.
@@ -234,8 +231,8 @@ def fbm_hurst(cfg: Config, run) -> dict:
         brownian_fit = run.fit(make_spec(cfg, "brownian", data), name=f"{tag}-brownian")
         learned = np.atleast_1d(fractional_fit.history.last("fbm/hurst"))
         key = run.key(f"eval-{tag}")
-        fractional_elbo = held_out_elbo(cfg, "type1", _stacked(fractional_fit), data, key)
-        gain = fractional_elbo - held_out_elbo(cfg, "brownian", _stacked(brownian_fit), data, key)
+        fractional_elbo = held_out_elbo(cfg, "type1", fractional_fit.stacked_params, data, key)
+        gain = fractional_elbo - held_out_elbo(cfg, "brownian", brownian_fit.stacked_params, data, key)
         results[f"learned_hurst_{tag}"] = learned
         results[f"hurst_abs_error_{tag}"] = np.abs(learned - hurst)
         results[f"elbo_gain_{tag}"] = gain

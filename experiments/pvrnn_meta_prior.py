@@ -118,10 +118,6 @@ def _targets(x: np.ndarray, ends: np.ndarray, horizon: int) -> np.ndarray:
     return x[:, ends[:, None] + np.arange(horizon)[None, :]]  # [N, P, K, D]
 
 
-def _stack_seeds(result, num_seeds: int):
-    return result.state.params if num_seeds > 1 else jax.tree.map(lambda x: x[None], result.state.params)
-
-
 @experiment(
     "pvrnn/meta_prior",
     config=Config(),
@@ -162,7 +158,6 @@ def pvrnn_meta_prior(cfg: Config, run) -> dict:
     train = pfsm.sample(run.key("pfsm/train"), cfg.num_train, cfg.length)
     test = pfsm.sample(run.key("pfsm/test"), cfg.num_test, cfg.length)
     test_x = np.asarray(test["x"])
-    num_seeds = cfg.train.num_seeds
     ends = np.arange(cfg.er.window, cfg.length - cfg.er.horizon + 1)
     targets = _targets(test_x, ends, cfg.er.horizon)
 
@@ -175,7 +170,7 @@ def pvrnn_meta_prior(cfg: Config, run) -> dict:
         spec = Spec(method=method, optimizer=optimizer,
                     data=pvrnn_lib.sequence_source(train["x"], meta_prior=w, meta_prior_first=w))
         result = run.fit(spec, name=f"pvrnn_{_tag(w)}")
-        weights = _stack_seeds(result, num_seeds)["weights"]
+        weights = result.stacked_params["weights"]
         generated, sigma_prior, er_pred, free = jax.device_get(
             evaluate(weights, jnp.float32(w), jnp.float32(w), jnp.asarray(test_x), run.key("evaluate")))
         er_mse = np.mean(np.square(er_pred - targets[None]), axis=(1, 2, 3, 4))
@@ -207,7 +202,7 @@ def pvrnn_meta_prior(cfg: Config, run) -> dict:
     vrnn_model = vrnn_lib.make_model(cfg.vrnn)
     vrnn_pred = jax.device_get(jax.jit(jax.vmap(lambda p: jax.vmap(
         lambda x: vrnn_model.predict(p, x, jnp.asarray(ends), cfg.er.horizon))(jnp.asarray(test_x))))(
-        _stack_seeds(vrnn_result, num_seeds)))
+        vrnn_result.stacked_params))
     vrnn_mse = np.mean(np.square(vrnn_pred - targets[None]), axis=(1, 2, 3, 4))
 
     sigmas = np.stack([out[f"sigma_prior_{_tag(w)}"] for w in cfg.meta_priors])  # [W, seeds]

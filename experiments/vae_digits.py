@@ -133,7 +133,7 @@ def vae_digits(cfg: Config, run) -> dict:
 
     spec = make_spec(cfg, test_x)
     result = run.fit(spec)
-    params = result.state.params if len(result.seeds) > 1 else jax.tree.map(lambda x: x[None], result.params)
+    params = result.stacked_params
     scores = jax.device_get(evaluate(cfg, params, test_x, run.key("test-bounds")))
     run.log(f"test ELBO {np.mean(scores['elbo']):.3f} nats, IWAE({cfg.eval_samples}) {np.mean(scores['iwae']):.3f}, "
             f"factorised baseline {baseline:.3f}")

@@ -60,6 +60,13 @@ class FitResult:
     def params(self) -> Any:
         return self.state.params
 
+    @property
+    def stacked_params(self) -> Any:
+        """Parameters with a leading seed axis whatever `num_seeds` (length 1 for one run): ready to `vmap`."""
+        if len(self.seeds) == 1:
+            return jax.tree.map(lambda x: x[None], self.state.params)
+        return self.state.params
+
     def params_of(self, index: int) -> Any:
         """Parameters of run `index` (of `seeds`), without the seed axis."""
         if len(self.seeds) == 1:
