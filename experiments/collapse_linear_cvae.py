@@ -70,13 +70,6 @@ def make_data(cfg: Config, rho: float, key) -> dict[str, jax.Array]:
     return {"x": x, "y": y}
 
 
-def moments(x: jax.Array, y: jax.Array) -> dict[str, jax.Array]:
-    """Second moments (population normalisation) of centred x and y."""
-    xc, yc = x - jnp.mean(x, axis=0, keepdims=True), y - jnp.mean(y, axis=0, keepdims=True)
-    n = x.shape[0]
-    return {"xx": xc.T @ xc / n, "yy": yc.T @ yc / n, "xy": xc.T @ yc / n}
-
-
 def expected_loss(cfg: Config, params: dict, m: dict) -> tuple[jax.Array, dict]:
     """The beta-CVAE negative ELBO with E over z in closed form, from the data's second moments.
 
@@ -107,7 +100,7 @@ def make_spec(cfg: Config, data: dict, minibatch: bool) -> Spec:
                 "log_sigma": jnp.zeros((cfg.dim,))}
 
     def loss(params, batch, key, step):
-        return expected_loss(cfg, params, moments(batch["x"], batch["y"]))
+        return expected_loss(cfg, params, collapse.second_moments(batch["x"], batch["y"]))
 
     def batch(arrays, key, step):
         if not minibatch:
@@ -150,8 +143,7 @@ def linear_cvae(cfg: Config, run) -> dict:
     fig, axes = plt.subplots(1, len(cfg.rhos), figsize=(3.2 * len(cfg.rhos), 3), squeeze=False)
     for i, rho in enumerate(cfg.rhos):
         data = make_data(cfg, rho, jax.random.fold_in(run.key("data"), i))
-        m = moments(data["x"], data["y"])
-        theory = collapse.cvae_optimum(collapse.conditional_covariance_from_moments(m["yy"], m["xy"].T, m["xx"]),
+        theory = collapse.cvae_optimum(collapse.conditional_covariance(data["x"], data["y"]),
                                        cfg.dim, cfg.beta, cfg.eta_enc, cfg.eta_dec)
         singular = {}
         for label, minibatch in (("expected", False), ("sgd", True)):

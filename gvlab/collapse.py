@@ -52,11 +52,17 @@ def conditional_covariance_from_moments(cov_yy: Float[Array, "Dy Dy"], cov_yx: F
     return 0.5 * (e + e.T)
 
 
-def conditional_covariance(x: Float[Array, "N Dx"], y: Float[Array, "N Dy"]) -> Float[Array, "Dy Dy"]:
-    """E estimated from paired samples (population normalisation 1 / N, as the expected-loss objective)."""
+def second_moments(x: Float[Array, "N Dx"], y: Float[Array, "N Dy"]) -> dict[str, Array]:
+    """`{"xx", "yy", "xy"}`: covariances of paired samples (population normalisation 1 / N)."""
     xc, yc = x - jnp.mean(x, axis=0, keepdims=True), y - jnp.mean(y, axis=0, keepdims=True)
     n = x.shape[0]
-    return conditional_covariance_from_moments(yc.T @ yc / n, yc.T @ xc / n, xc.T @ xc / n)
+    return {"xx": xc.T @ xc / n, "yy": yc.T @ yc / n, "xy": xc.T @ yc / n}
+
+
+def conditional_covariance(x: Float[Array, "N Dx"], y: Float[Array, "N Dy"]) -> Float[Array, "Dy Dy"]:
+    """E estimated from paired samples (population normalisation 1 / N, as the expected-loss objective)."""
+    m = second_moments(x, y)
+    return conditional_covariance_from_moments(m["yy"], m["xy"].T, m["xx"])
 
 
 def cvae_optimum(conditional_cov: Float[Array, "Dy Dy"], latent_dim: int, beta: float = 1.0, eta_enc: float = 1.0,

@@ -91,7 +91,11 @@ def test_rescaled_last_step_has_the_gaussian_kl_and_variance(key):
     dt, rho, shift = 0.04, 0.5, 2.0
 
     def run(log_rho, control):
-        step = rescaled_step(control, lambda t, z, p: jnp.full((1,), log_rho), dt)
+        def posterior_step(t, z, p):
+            u = control(t, z, p) if control is not None else jnp.zeros((1,))
+            return u, jnp.full((1,), log_rho)
+
+        step = rescaled_step(posterior_step, dt)
 
         def one(k):
             y0_key, noise_key = jax.random.split(k)

@@ -27,7 +27,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from gvlab.dists import DiagNormal
 from gvlab.nn import MLP
 from gvlab.sde import fractional
-from gvlab.sde.mafbm import (ObservedSolution, SegmentedSolution, brownian_coefficients, rescaled_step,
+from gvlab.sde.mafbm import (SegmentedSolution, brownian_coefficients, rescaled_step,
                              solve_fractional, solve_fractional_observed, solve_fractional_segments)
 from gvlab.sde.solve import SDESolution, brownian_increments
 
@@ -84,7 +84,7 @@ class FractionalSDE(NamedTuple):
         sample: `(params, key, x0 [D], context [N, C], num_steps, dt, posterior) -> SDESolution`; X is
             `ys[:, :, 0]`; `posterior=False` samples the prior (and its KL is 0).
         observed: `(params, key, x0, context [N, C], observations [M, D], num_steps, dt, obs_noise)
-            -> ObservedSolution`: the posterior with the step into each observation (every N / M steps) drawn
+            -> SegmentedSolution`: the posterior with the step into each observation (every N / M steps) drawn
             from its exact conditional (`gvlab.sde.mafbm.solve_fractional_observed`); the ELBO is
             `log_lik - kl`.
         segments: `(params, key, x0, context [N, C], num_segments, num_steps, dt) -> SegmentedSolution`: the
@@ -150,11 +150,12 @@ def make(cfg: Config) -> FractionalSDE:
         def control(t, z, p):
             return network(t, z, p)[: cfg.dim]
 
-        def log_step_ratio(t, z, p):
-            return network(t, z, p)[cfg.dim:]
+        def control_and_log_step_ratio(t, z, p):
+            out = network(t, z, p)  # one evaluation for both heads
+            return out[: cfg.dim], out[cfg.dim:]
 
         fields = {"control": params["control"], "scale": coef.scale, "context": context, "gammas": coef.gammas}
-        return coef, control, log_step_ratio, fields
+        return coef, control, control_and_log_step_ratio, fields
 
     def sample(params, key: PRNGKeyArray, x0: Float[Array, "D"], context: Float[Array, "N C"], num_steps: int,
                dt: float, posterior: bool = True, save_every: int = 1) -> SDESolution:
@@ -167,7 +168,7 @@ def make(cfg: Config) -> FractionalSDE:
                                 solver=cfg.solver)
 
     def observed(params, key: PRNGKeyArray, x0: Float[Array, "D"], context: Float[Array, "N C"],
-                 observations: Float[Array, "M D"], num_steps: int, dt: float, obs_noise: float) -> ObservedSolution:
+                 observations: Float[Array, "M D"], num_steps: int, dt: float, obs_noise: float) -> SegmentedSolution:
         coef, control, _, fields = control_fields(params, context, num_steps, dt)
         y0_key, noise_key = jax.random.split(key)
         increments = brownian_increments(noise_key, num_steps, dt, (cfg.dim,), x0.dtype)
@@ -179,11 +180,11 @@ def make(cfg: Config) -> FractionalSDE:
                  num_steps: int, dt: float) -> SegmentedSolution:
         if not cfg.learn_step_scale:
             raise ValueError("segments needs Config(learn_step_scale=True): the network must output log rho")
-        coef, control, log_step_ratio, fields = control_fields(params, context, num_steps, dt)
+        coef, control, control_and_log_step_ratio, fields = control_fields(params, context, num_steps, dt)
         y0_key, noise_key = jax.random.split(key)
         increments = brownian_increments(noise_key, num_steps, dt, (cfg.dim,), x0.dtype)
         return solve_fractional_segments(y0_key, x0, increments, jnp.arange(num_segments),
-                                         rescaled_step(control, log_step_ratio, dt), gammas=coef.gammas,
+                                         rescaled_step(control_and_log_step_ratio, dt), gammas=coef.gammas,
                                          omegas=coef.omegas, kind=solve_kind, drift=drift, diffusion=diffusion,
                                          params=fields, control=control, dt=dt, solver=cfg.solver)
 

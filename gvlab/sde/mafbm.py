@@ -133,8 +133,6 @@ class SegmentedSolution(NamedTuple):
     failed: Bool[Array, ""]
 
 
-ObservedSolution = SegmentedSolution
-
 
 def solve_fractional_segments(key: PRNGKeyArray, x0: Float[Array, "D"], increments: Float[Array, "N D"],
                               segment_inputs: Any, last_step: Callable, *, gammas: Float[Array, "K"],
@@ -214,19 +212,19 @@ def solve_fractional_observed(key: PRNGKeyArray, x0: Float[Array, "D"], incremen
     return solve_fractional_segments(key, x0, increments, observations, conditioned_step, **kwargs)
 
 
-def rescaled_step(control: Callable | None, log_ratio: Callable, dt: float) -> Callable:
+def rescaled_step(posterior_step: Callable, dt: float) -> Callable:
     """A learned last step for `solve_fractional_segments`: q(dW) = N(u dt, rho^2 dt) per dimension.
 
-    u = control(t, z, params) as in the other steps (0 without a control), log rho = log_ratio(t, z, params), so
-    the posterior can narrow the step into an observation that its likelihood pins down (for a non-Gaussian
-    likelihood, where `solve_fractional_observed`'s exact conditional is not available). KL(q || N(0, dt)) =
-    sum_d [rho^2 + u^2 dt - 1 - 2 log rho] / 2 (the Girsanov term 1/2 u^2 dt plus the variance change).
+    `posterior_step(t, z, params) -> (u, log rho)`, each `[D]`, in one call (one network evaluation): u is the
+    control as in the other steps, rho lets the posterior narrow the step into an observation that its
+    likelihood pins down (for a non-Gaussian likelihood, where `solve_fractional_observed`'s exact conditional is
+    not available). KL(q || N(0, dt)) = sum_d [rho^2 + u^2 dt - 1 - 2 log rho] / 2 (the Girsanov term 1/2 u^2 dt
+    plus the variance change).
     """
 
     def step(t, z, a, coupling, dw, inputs, args):
-        params = args[0]
-        log_rho = log_ratio(t, z, params)
-        shift = control(t, z, params) * dt if control is not None else jnp.zeros_like(dw)
+        u, log_rho = posterior_step(t, z, args[0])
+        shift = u * dt
         dw_q = shift + jnp.exp(log_rho) * dw
         kl = 0.5 * jnp.sum(jnp.exp(2 * log_rho) + jnp.square(shift) / dt - 1.0 - 2 * log_rho)
         return a + coupling * dw_q[:, None], jnp.zeros((), a.dtype), kl
