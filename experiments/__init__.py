@@ -6,12 +6,17 @@ the registry greppable and makes a forgotten module a test failure instead of a 
 
 GVLAB_EXPERIMENTS = True  # lets the registry tell this package from another folder named `experiments`
 
+from experiments import collapse_digits_cvae as collapse_digits_cvae  # noqa: E402
 from experiments import collapse_linear_cvae as collapse_linear_cvae  # noqa: E402
+from experiments import collapse_linear_hvae as collapse_linear_hvae  # noqa: E402
+from experiments import collapse_relu_cvae as collapse_relu_cvae  # noqa: E402
+from experiments import cvae_attributes as cvae_attributes  # noqa: E402
 from experiments import fbm_approximation as fbm_approximation  # noqa: E402
 from experiments import fbm_ball_video as fbm_ball_video  # noqa: E402
 from experiments import fbm_bridge as fbm_bridge  # noqa: E402
 from experiments import fbm_hurst as fbm_hurst  # noqa: E402
 from experiments import pvrnn_meta_prior as pvrnn_meta_prior  # noqa: E402
+from experiments import representations_mean_vs_sampled as representations_mean_vs_sampled  # noqa: E402
 from experiments import vae_digits as vae_digits  # noqa: E402
 
-MODULES = ("collapse_linear_cvae", "fbm_approximation", "fbm_ball_video", "fbm_bridge", "fbm_hurst", "pvrnn_meta_prior", "vae_digits")
+MODULES = ("collapse_digits_cvae", "collapse_linear_cvae", "collapse_linear_hvae", "collapse_relu_cvae", "cvae_attributes", "fbm_approximation", "fbm_ball_video", "fbm_bridge", "fbm_hurst", "pvrnn_meta_prior", "representations_mean_vs_sampled", "vae_digits")

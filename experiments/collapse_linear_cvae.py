@@ -31,6 +31,7 @@ import optax
 
 from gvlab import Claim, DataSource, Method, Spec, TrainConfig, experiment
 from gvlab import collapse
+from gvlab.data.correlated import correlated_pairs
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -63,30 +64,7 @@ class Config:
 
 def make_data(cfg: Config, rho: float, key) -> dict[str, jax.Array]:
     """`{"x": [N, d], "y": [N, d]}` with Cov(y | x) = diag(s^2 (1 - rho^2))."""
-    s2 = jnp.geomspace(cfg.min_var, cfg.max_var, cfg.dim)
-    y_key, n_key = jax.random.split(key)
-    y = jax.random.normal(y_key, (cfg.num_pairs, cfg.dim)) * jnp.sqrt(s2)[None]
-    x = rho * y / jnp.sqrt(s2)[None] + np.sqrt(1 - rho**2) * jax.random.normal(n_key, (cfg.num_pairs, cfg.dim))
-    return {"x": x, "y": y}
-
-
-def expected_loss(cfg: Config, params: dict, m: dict) -> tuple[jax.Array, dict]:
-    """The beta-CVAE negative ELBO with E over z in closed form, from the data's second moments.
-
-    z = W1 x + W2 y + sigma eps: E|U1 z + U2 x - y|^2 = E|A x + B y|^2 + tr(U1 diag(sigma^2) U1^T) with
-    A = U1 W1 + U2, B = U1 W2 - I.
-    """
-    w1, w2, u1, u2, log_sigma = (params[k] for k in ("w1", "w2", "u1", "u2", "log_sigma"))
-    var = jnp.exp(2 * log_sigma)
-
-    def quadratic(a, b):  # E|a x + b y|^2
-        return jnp.trace(a @ m["xx"] @ a.T) + 2 * jnp.trace(a @ m["xy"] @ b.T) + jnp.trace(b @ m["yy"] @ b.T)
-
-    a, b = u1 @ w1 + u2, u1 @ w2 - jnp.eye(cfg.dim)
-    recon = (quadratic(a, b) + jnp.sum(var[None] * jnp.square(u1))) / cfg.eta_dec**2
-    kl = ((quadratic(w1, w2) + jnp.sum(var)) / cfg.eta_enc**2 - jnp.sum(2 * log_sigma)
-          + cfg.dim * np.log(cfg.eta_enc**2) - cfg.dim)
-    return recon + cfg.beta * kl, {"cvae/recon": recon, "cvae/kl": kl}
+    return correlated_pairs(key, cfg.num_pairs, jnp.geomspace(cfg.min_var, cfg.max_var, cfg.dim), rho)
 
 
 def make_spec(cfg: Config, data: dict, minibatch: bool) -> Spec:
@@ -100,7 +78,8 @@ def make_spec(cfg: Config, data: dict, minibatch: bool) -> Spec:
                 "log_sigma": jnp.zeros((cfg.dim,))}
 
     def loss(params, batch, key, step):
-        return expected_loss(cfg, params, collapse.second_moments(batch["x"], batch["y"]))
+        return collapse.cvae_expected_loss(params, collapse.second_moments(batch["x"], batch["y"]), beta=cfg.beta,
+                                           eta_enc=cfg.eta_enc, eta_dec=cfg.eta_dec)
 
     def batch(arrays, key, step):
         if not minibatch:

@@ -17,12 +17,26 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
+from gvlab.dists import DiagNormal, kl_divergence
+from gvlab.losses.elbo import iwae_bound, log_importance_weights
+
 ACTIVE, MIXED, PASSIVE = 0, 1, 2
 
 
 def per_dimension_kl(mean: Float[Array, "N D"], log_std: Float[Array, "N D"]) -> Float[Array, " D"]:
     """E_x KL(q(z_i|x) || N(0, 1)) per dimension: mean over inputs of (sigma^2 + mu^2 - 1 - 2 log sigma) / 2."""
     return jnp.mean(0.5 * (jnp.exp(2 * log_std) + jnp.square(mean) - 1.0 - 2 * log_std), axis=0)
+
+
+def gaussian_kl_per_dimension(posterior: DiagNormal, prior: DiagNormal) -> Float[Array, " D"]:
+    """E_x KL(q(z_i|x) || p(z_i)) per dimension for any diagonal Gaussian prior (broadcast to the posterior's
+    `[N, D]`: N(0, eta^2 I), or a conditional p(z|c) with one row per input). A dimension whose mean KL is
+    ~0 is collapsed; Dang et al. (2024) count as active those above 0.01 nats."""
+    shape = jnp.broadcast_shapes(posterior.loc.shape, posterior.scale.shape)
+    per_dim = kl_divergence(DiagNormal(jnp.broadcast_to(posterior.loc, shape), posterior.scale, event_ndims=0),
+                            DiagNormal(jnp.broadcast_to(prior.loc, shape), jnp.broadcast_to(prior.scale, shape),
+                                       event_ndims=0))
+    return jnp.mean(per_dim, axis=0)
 
 
 def active_units(mean: Float[Array, "N D"], threshold: float = 0.01) -> Int[Array, ""]:
@@ -99,3 +113,32 @@ def discrete_mutual_information(x: Float[Array, "N D"], bins: int = 20) -> Float
     terms = jnp.where(joint > 0, joint * (jnp.log(jnp.where(joint > 0, joint, 1.0)) - jnp.log(
         jnp.where(joint > 0, outer, 1.0))), 0.0)
     return jnp.sum(terms, axis=(2, 3))
+
+
+def importance_sampled_log_likelihood(key: jax.Array, x: jax.Array, proposal, prior, decode,
+                                      num_samples: int) -> Float[Array, " N"]:
+    """log p(x) ~= log (1/S) sum_s p(x|z_s) p(z_s) / r(z_s), z_s ~ r, for any proposal r (Burda et al. 2016).
+
+    With r = q(z|x, c) and a conditional prior/decoder (close over c) this is the conditional log-likelihood
+    log p(x|c) of a CVAE as Sohn et al. (2015) evaluate it; with r = p(z|c) the weights reduce to p(x|c, z_s)
+    (their estimate "from prior samples", which does not use the recognition network). Both are consistent as
+    S grows and, for finite S, lower bounds in expectation. `proposal` and `prior` are `DiagNormal`s over `[N, D]`,
+    `decode(z) -> p(x|z)` with `log_prob(x) -> [N]`.
+    """
+    return iwae_bound(log_importance_weights(key, x, proposal, prior, decode, num_samples))
+
+
+def spearman_correlation(a: Float[Array, " N"], b: Float[Array, " N"]) -> Float[Array, ""]:
+    """Spearman's rank correlation: Pearson's correlation of the ranks (ties get their average rank), in [-1, 1].
+
+    0 when either input is constant (no ordering to correlate), rather than NaN, so a collapsed sweep reads as
+    "no trend" in a claim. E.g. active units over an increasing sweep of rho: -1 when they strictly fall.
+
+        >>> float(spearman_correlation(jnp.array([0.0, 0.5, 0.8]), jnp.array([9.0, 8.0, 5.0])))
+        -1.0
+    """
+    ra = jax.scipy.stats.rankdata(a)
+    rb = jax.scipy.stats.rankdata(b)
+    ra, rb = ra - jnp.mean(ra), rb - jnp.mean(rb)
+    norm = jnp.sqrt(jnp.sum(ra**2) * jnp.sum(rb**2))
+    return jnp.where(norm > 0, jnp.sum(ra * rb) / jnp.where(norm > 0, norm, 1.0), 0.0)

@@ -7,7 +7,8 @@ import importlib
 
 import pytest
 
-MODULES = ["gvlab.dists", "gvlab.config", "gvlab.registry", "gvlab.data.pfsm", "gvlab.data.balls", "gvlab.data.shapes", "gvlab.diagnostics"]
+MODULES = ["gvlab.dists", "gvlab.config", "gvlab.registry", "gvlab.data.pfsm", "gvlab.data.balls", "gvlab.data.shapes", "gvlab.diagnostics",
+           "gvlab.data.attributes", "gvlab.data.correlated", "gvlab.probe"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -2,7 +2,7 @@
 
 Modules: `digits` (scikit-learn's 8x8 digits), `batching` (epoch and sampled batch sources), `pfsm`
 (probabilistic finite-state-machine sequences), `balls` (fBM-driven ball videos), `shapes` (dSprites-lite images
-with known factors).
+with known factors), `correlated` (input-output pairs of chosen correlation, for the CVAE collapse study).
 """
 
 from gvlab.data import digits as digits

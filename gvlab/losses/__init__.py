@@ -5,3 +5,4 @@ from gvlab.losses.elbo import elbo_loss as elbo_loss
 from gvlab.losses.elbo import gaussian_elbo as gaussian_elbo
 from gvlab.losses.elbo import iwae_bound as iwae_bound
 from gvlab.losses.elbo import log_importance_weights as log_importance_weights
+from gvlab.losses.elbo import weighted_kl as weighted_kl

@@ -40,6 +40,19 @@ def beta_kl(beta: float = 1.0) -> Regulariser:
     return regulariser
 
 
+def weighted_kl(weights: jax.Array) -> Regulariser:
+    """`sum_i w_i KL_i` with one weight per latent dimension (e.g. beta_1 on z_1's dimensions and beta_2 on
+    z_2's in a two-level hierarchical VAE). Reports `elbo/weighted_kl`."""
+
+    def regulariser(kl_per_dim: jax.Array, z: jax.Array, step: jax.Array) -> tuple[jax.Array, Metrics]:
+        del z, step
+        w = jnp.broadcast_to(jnp.asarray(weights, kl_per_dim.dtype), kl_per_dim.shape)  # explicit: rank-strict
+        penalty = jnp.mean(jnp.sum(w * kl_per_dim, axis=-1))
+        return penalty, {"elbo/weighted_kl": penalty}
+
+    return regulariser
+
+
 def gaussian_elbo(key: PRNGKeyArray, x: Float[Array, "B *data"], posterior: DiagNormal, prior: DiagNormal,
                   decode: Callable[[jax.Array], object]
                   ) -> tuple[Float[Array, "B"], Float[Array, "B D"], Float[Array, "B D"]]:

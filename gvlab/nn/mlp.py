@@ -14,6 +14,7 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "silu": nn.silu,
     "softplus": nn.softplus,
     "elu": nn.elu,
+    "identity": lambda x: x,  # linear networks (the collapse theory's linear VAEs)
 }
 
 

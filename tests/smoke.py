@@ -1,0 +1,37 @@
+"""The smoke-profile check every registered experiment passes, shared by tests/test_smoke_*.py.
+
+The experiments are split over two test files by name (`fbm/` and the rest, about equal in time) so that
+`pytest -n 2 --dist loadfile` runs them on both workers; together the files cover every registered name.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import gvlab
+
+
+def fbm_names() -> list[str]:
+    return [n for n in gvlab.names() if n.startswith("fbm/")]
+
+
+def other_names() -> list[str]:
+    return [n for n in gvlab.names() if not n.startswith("fbm/")]
+
+
+def check_smoke_run_and_restore(name: str, tmp_path) -> None:
+    """Run `name` in smoke profile: finite claim values, report and figures, checkpoints; a second run restores
+    every fit's final checkpoint, takes no step and gives identical results."""
+    first = gvlab.get(name, profile="smoke").run(workdir=tmp_path, progress=False)
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["experiment"] == name and len(report["claims"]) == len(first.claims)
+    for claim in report["claims"]:
+        assert claim["measured"] is not None and math.isfinite(claim["measured"]), claim
+    assert (tmp_path / "report.md").exists() and report["figures"]
+    for figure in report["figures"]:
+        assert (tmp_path / figure).stat().st_size > 1000
+    assert all((fit.workdir / "ckpt").exists() for fit in first.fits.values())
+    second = gvlab.get(name, profile="smoke").run(workdir=tmp_path, progress=False)
+    assert all(f.timing["start_step"] == f.history.rows[-1]["step"] for f in second.fits.values())
+    assert second.results == first.results
