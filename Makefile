@@ -25,7 +25,7 @@ run: $(VENV)/.installed
 	$(BIN)/gvlab reproduce fbm/bridge --profile quick
 
 test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest -n 2 --dist loadfile
+	$(BIN)/python -m pytest -n 2 --dist loadfile --durations=30
 
 $(VENV)/.installed-bench: pyproject.toml requirements.lock | $(BIN)/python
 	$(PIP) install -c requirements.lock -e ".[bench]"

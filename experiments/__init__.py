@@ -11,6 +11,7 @@ from experiments import collapse_linear_cvae as collapse_linear_cvae  # noqa: E4
 from experiments import collapse_linear_hvae as collapse_linear_hvae  # noqa: E402
 from experiments import collapse_relu_cvae as collapse_relu_cvae  # noqa: E402
 from experiments import cvae_attributes as cvae_attributes  # noqa: E402
+from experiments import diffusion_principles as diffusion_principles  # noqa: E402
 from experiments import fbm_approximation as fbm_approximation  # noqa: E402
 from experiments import fbm_ball_video as fbm_ball_video  # noqa: E402
 from experiments import fbm_bridge as fbm_bridge  # noqa: E402
@@ -19,4 +20,4 @@ from experiments import pvrnn_meta_prior as pvrnn_meta_prior  # noqa: E402
 from experiments import representations_mean_vs_sampled as representations_mean_vs_sampled  # noqa: E402
 from experiments import vae_digits as vae_digits  # noqa: E402
 
-MODULES = ("collapse_digits_cvae", "collapse_linear_cvae", "collapse_linear_hvae", "collapse_relu_cvae", "cvae_attributes", "fbm_approximation", "fbm_ball_video", "fbm_bridge", "fbm_hurst", "pvrnn_meta_prior", "representations_mean_vs_sampled", "vae_digits")
+MODULES = ("collapse_digits_cvae", "collapse_linear_cvae", "collapse_linear_hvae", "collapse_relu_cvae", "cvae_attributes", "diffusion_principles", "fbm_approximation", "fbm_ball_video", "fbm_bridge", "fbm_hurst", "pvrnn_meta_prior", "representations_mean_vs_sampled", "vae_digits")

@@ -1,7 +1,8 @@
 """The smoke-profile check every registered experiment passes, shared by tests/test_smoke_*.py.
 
-The experiments are split over two test files by name (`fbm/` and the rest, about equal in time) so that
-`pytest -n 2 --dist loadfile` runs them on both workers; together the files cover every registered name.
+The experiments are split over three test files by name prefix (`fbm/`; `collapse/` and `representations/`; the
+rest), each a few minutes of one worker, so that `pytest -n 2 --dist loadfile` spreads them over both workers;
+together the files cover every registered name (checked).
 """
 
 from __future__ import annotations
@@ -12,12 +13,15 @@ import math
 import gvlab
 
 
-def fbm_names() -> list[str]:
-    return [n for n in gvlab.names() if n.startswith("fbm/")]
+GROUPS = {"fbm": ("fbm/",), "collapse": ("collapse/", "representations/")}
 
 
-def other_names() -> list[str]:
-    return [n for n in gvlab.names() if not n.startswith("fbm/")]
+def names_in(group: str) -> list[str]:
+    """Registered names of one group; `"other"` is every name no group claims."""
+    if group == "other":
+        claimed = tuple(p for prefixes in GROUPS.values() for p in prefixes)
+        return [n for n in gvlab.names() if not n.startswith(claimed)]
+    return [n for n in gvlab.names() if n.startswith(GROUPS[group])]
 
 
 def check_smoke_run_and_restore(name: str, tmp_path) -> None:

@@ -118,7 +118,7 @@ def test_half_run_then_resume_in_a_new_process_is_bitwise_equal(reference, tmp_p
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["run", "vae/digit", "--workdir", "{tmp}"], "unknown experiment 'vae/digit'; did you mean vae/digits?"),
+    (["run", "vae/digit", "--workdir", "{tmp}"], "unknown experiment 'vae/digit'; did you mean vae/digits"),
     (["run", "vae/digits", "--workdir", "{tmp}", "--set", "train.stepz=5"],
      "unknown config key 'train.stepz' (did you mean train.steps"),
     (["run", "vae/digits", "--workdir", "{tmp}", "--set", "train.steps=five"], "train.steps: expected an int"),

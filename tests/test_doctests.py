@@ -8,7 +8,9 @@ import importlib
 import pytest
 
 MODULES = ["gvlab.dists", "gvlab.config", "gvlab.registry", "gvlab.data.pfsm", "gvlab.data.balls", "gvlab.data.shapes", "gvlab.diagnostics",
-           "gvlab.data.attributes", "gvlab.data.correlated", "gvlab.probe"]
+           "gvlab.data.attributes", "gvlab.data.correlated", "gvlab.probe", "gvlab.data.gaussian_mixture",
+           "gvlab.diffusion.metrics", "gvlab.diffusion.parameterisation", "gvlab.diffusion.schedules",
+           "gvlab.inverse.gaussian", "gvlab.inverse.metrics", "gvlab.inverse.operators", "gvlab.inverse.solvers", "gvlab.inverse.wiener"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.smoke import check_smoke_run_and_restore, fbm_names
+from tests.smoke import check_smoke_run_and_restore, names_in
 
 
-@pytest.mark.parametrize("name", fbm_names())
+@pytest.mark.parametrize("name", names_in("fbm"))
 def test_runs_in_smoke_profile_and_restores_its_checkpoint(name, tmp_path):
     check_smoke_run_and_restore(name, tmp_path)
-

@@ -5,3 +5,5 @@ from gvlab.nn.conv import ConvEncoder as ConvEncoder
 from gvlab.nn.conv import count_params as count_params
 from gvlab.nn.mlp import MLP as MLP
 from gvlab.nn.mlp import activation as activation
+from gvlab.nn.time_mlp import TimeMLP as TimeMLP
+from gvlab.nn.unet import UNet as UNet

@@ -1,0 +1,37 @@
+"""Linear inverse problems y = A x + n: measurement operators, the exact Gaussian-prior posterior, Wiener filtering.
+
+Modules: `operators` (identity, random / box inpainting, average-pool super-resolution, FFT circular convolution;
+`dense_matrix`, `gaussian_noise`), `gaussian` (the exact posterior of a Gaussian prior and its sampler: the oracle
+of RED-Diff, DPS and FLAIR), `wiener` (pixel- and feature-space Wiener deconvolution, LensNet), `metrics` (PSNR), `solvers` (DPS, RED-Diff and
+FLAIR on one regularised step, and the exact model of a Gaussian prior for oracle checks).
+"""
+
+from gvlab.inverse.gaussian import GaussianPosterior as GaussianPosterior
+from gvlab.inverse.gaussian import gaussian_posterior as gaussian_posterior
+from gvlab.inverse.gaussian import sample_gaussian as sample_gaussian
+from gvlab.inverse.gaussian import sample_posterior as sample_posterior
+from gvlab.inverse.metrics import psnr as psnr
+from gvlab.inverse.operators import AveragePool as AveragePool
+from gvlab.inverse.operators import Convolution as Convolution
+from gvlab.inverse.operators import Identity as Identity
+from gvlab.inverse.operators import Inpainting as Inpainting
+from gvlab.inverse.operators import Operator as Operator
+from gvlab.inverse.operators import dense_matrix as dense_matrix
+from gvlab.inverse.operators import gaussian_noise as gaussian_noise
+from gvlab.inverse.operators import make_box_inpainting as make_box_inpainting
+from gvlab.inverse.operators import make_convolution as make_convolution
+from gvlab.inverse.operators import make_random_inpainting as make_random_inpainting
+from gvlab.inverse.operators import psf_to_origin as psf_to_origin
+from gvlab.inverse.wiener import feature_wiener as feature_wiener
+from gvlab.inverse.wiener import wiener_deconvolve as wiener_deconvolve
+from gvlab.inverse.solvers import Solution as Solution
+from gvlab.inverse.solvers import calibrated_weights as calibrated_weights
+from gvlab.inverse.solvers import dps as dps
+from gvlab.inverse.solvers import flair as flair
+from gvlab.inverse.solvers import flair_times as flair_times
+from gvlab.inverse.solvers import gaussian_prior_model as gaussian_prior_model
+from gvlab.inverse.solvers import model_error_curve as model_error_curve
+from gvlab.inverse.solvers import red_diff as red_diff
+from gvlab.inverse.solvers import red_diff_times as red_diff_times
+from gvlab.inverse.solvers import red_reading as red_reading
+from gvlab.inverse.solvers import regularised_step as regularised_step

@@ -1,0 +1,390 @@
+"""Oracles of gvlab.inverse: adjoints by the dot-product test, autodiff and explicit matrices; the Gaussian posterior
+by scalar formulas, Gaussian conditioning and Monte Carlo regression; Wiener filtering by exact inversion, by numpy's
+FFT and as the posterior mean of a stationary Gaussian prior; PSNR by its definition.
+
+Images are 6 x 8 (not square, so a swapped H / W fails). Each test calls a few module-level jitted functions (the
+same shapes reuse one program) and checks the results in float64 numpy, which keeps the file to a handful of
+compilations. Every property has a negative control.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gvlab import inverse
+from gvlab.inverse import operators
+
+pytestmark = pytest.mark.usefixtures("strict_dtypes")  # no silent float -> complex or float32 -> float64 promotion
+
+SHAPE = (6, 8)
+# Asymmetric (kernel != flipped kernel != kernel.T) with a dominant centre: |K| >= 1 - 0.65 > 0, no spectral zeros.
+KERNEL = np.array([[0.0, 0.3, 0.1], [0.05, 1.0, 0.0], [0.0, 0.2, 0.0]], np.float32)
+# A 2-tap box: K = 0.5 (1 + e^{-i w}) vanishes at the horizontal Nyquist frequency (W = 8 is even).
+BOX_2TAP = np.array([[0.5, 0.5]], np.float32)
+DELTA = np.zeros(SHAPE, np.float32)
+DELTA[0, 0] = 1.0  # the identity PSF
+
+
+NAMES = ["identity", "random_inpainting", "box_inpainting", "super_resolution", "convolution", "convolution_with_zeros"]
+
+
+@functools.cache  # built on first use, not at collection
+def _operators():
+    return {
+        "identity": inverse.Identity(),
+        "random_inpainting": inverse.make_random_inpainting(jax.random.key(0), SHAPE, 0.5),
+        "box_inpainting": inverse.make_box_inpainting(SHAPE, top=1, left=2, height=3, width=4),
+        "super_resolution": inverse.AveragePool(2),
+        "convolution": inverse.make_convolution(KERNEL, SHAPE),
+        "convolution_with_zeros": inverse.make_convolution(BOX_2TAP, SHAPE),
+    }
+
+
+@jax.jit
+def _apply(op, x, y):
+    """Everything an operator computes, in one program per operator type (operators are pytree arguments)."""
+    _, vjp = jax.vjp(op.forward, x)
+    return {"forward": op.forward(x), "adjoint": op.adjoint(y), "vjp": vjp(y)[0], "gram": op.gram(x),
+            "pinv": op.pinv(y), "dense": operators.dense_matrix(op, SHAPE)}
+
+
+def _data(seed, op):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(3, *SHAPE)).astype(np.float32)  # a batch: operators act on the last two axes
+    y = rng.normal(size=jax.eval_shape(op.forward, x).shape).astype(np.float32)
+    return x, y
+
+
+def _f64(tree):
+    return jax.tree.map(lambda v: np.asarray(v, np.float64), tree)
+
+
+def _dot_test_gap(ax, y, x, aty):
+    """|<A x, y> - <x, A^T y>| relative to the size of the terms."""
+    lhs, rhs = np.sum(np.asarray(ax, np.float64) * y), np.sum(x * np.asarray(aty, np.float64))
+    return abs(lhs - rhs) / (abs(lhs) + abs(rhs))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_adjoint_passes_the_dot_product_test_and_matches_autodiff(name):
+    op = _operators()[name]
+    x, y = _data(0, op)
+    out = _f64(_apply(op, x, y))
+    assert _dot_test_gap(out["forward"], y, x, out["adjoint"]) < 1e-6
+    # The adjoint is the VJP of the forward map (A is linear), and gram is A^T A.
+    np.testing.assert_allclose(out["adjoint"], out["vjp"], atol=1e-5)
+    np.testing.assert_allclose(out["gram"], _f64(_apply(op, x, out["forward"].astype(np.float32)))["adjoint"],
+                               atol=1e-5)
+
+
+def test_wrong_adjoints_fail_the_dot_product_test():
+    # Negative controls: the dot-product test above can fail.
+    ops = _operators()
+    conv = ops["convolution"]
+    x, y = _data(1, conv)
+    forward = _f64(_apply(conv, x, y))["forward"]
+    convolved_y = _apply(conv, y, x)["forward"]  # convolution instead of correlation
+    assert _dot_test_gap(forward, y, x, convolved_y) > 1e-2
+    transposed_y = _apply(inverse.make_convolution(KERNEL.T, SHAPE), y, x)["forward"]  # matrix-transposed kernel
+    assert _dot_test_gap(forward, y, x, transposed_y) > 1e-2
+    # ... while the convolution by the flipped kernel, psf[-n], is the adjoint (correlation = conj in Fourier).
+    flipped_y = _apply(inverse.make_convolution(KERNEL[::-1, ::-1].copy(), SHAPE), y, x)["forward"]
+    np.testing.assert_allclose(flipped_y, _apply(conv, x, y)["adjoint"], atol=1e-5)
+    pool = ops["super_resolution"]
+    x, y = _data(1, pool)
+    out = _f64(_apply(pool, x, y))
+    assert _dot_test_gap(out["forward"], y, x, out["pinv"]) > 0.5  # nearest upsampling without the 1 / f^2
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_dense_matrix_reproduces_the_operator_and_its_pseudo_inverse(name):
+    op = _operators()[name]
+    x, y = _data(2, op)
+    out = _f64(_apply(op, x, y))
+    a = out["dense"]
+    np.testing.assert_allclose(x.reshape(3, -1) @ a.T, out["forward"].reshape(3, -1), atol=1e-5)
+    np.testing.assert_allclose(y.reshape(3, -1) @ a, out["adjoint"].reshape(3, -1), atol=1e-5)
+    # The Moore-Penrose inverse (numpy's rcond = the relative cut-off of Convolution.pinv's default).
+    np.testing.assert_allclose(y.reshape(3, -1) @ np.linalg.pinv(a, rcond=1e-4).T, out["pinv"].reshape(3, -1),
+                               atol=1e-4)
+
+
+def test_dense_matrices_are_not_trivially_symmetric():
+    # Negative control for the test above: A^T and A^+ differ from A where they should, so matching them is no
+    # tautology (the convolution's matrix is not symmetric; pooling's is not square; its A^+ is not A^T).
+    ops = _operators()
+    conv = _f64(_apply(ops["convolution"], *_data(3, ops["convolution"])))["dense"]
+    assert np.max(np.abs(conv - conv.T)) > 0.1
+    pool = _f64(_apply(ops["super_resolution"], *_data(3, ops["super_resolution"])))["dense"]
+    assert pool.shape == (12, 48)
+    np.testing.assert_allclose(pool @ pool.T, np.eye(12) / 4, atol=1e-6)
+    # The spectral zero makes the 2-tap blur singular, which the pseudo-inverse must truncate.
+    zeros = _f64(_apply(ops["convolution_with_zeros"], *_data(3, ops["convolution_with_zeros"])))["dense"]
+    assert np.linalg.matrix_rank(zeros) < 48
+
+
+def test_inpainting_masks():
+    mask = np.asarray(inverse.make_random_inpainting(jax.random.key(0), SHAPE, 0.3).mask)
+    assert mask.shape == SHAPE and mask.sum() == round(0.3 * 48)  # exactly that many kept pixels
+    other = np.asarray(inverse.make_random_inpainting(jax.random.key(1), SHAPE, 0.3).mask)
+    assert np.any(mask != other)  # another key, another mask
+    box = np.asarray(inverse.make_box_inpainting(SHAPE, top=1, left=2, height=3, width=4).mask)
+    assert (~box).sum() == 12 and not box[1:4, 2:6].any() and box[0].all()
+
+
+@jax.jit
+def _stacked_forward_and_psf_grad(psfs, x, y):
+    stacked = jax.vmap(lambda op, v: op.forward(v))(inverse.Convolution(psfs), x)
+    grad = jax.grad(lambda op: jnp.sum(op.forward(x[0]) * y[0]))(inverse.Convolution(psfs[0]))
+    return stacked, grad.psf
+
+
+def test_operators_vmap_over_psfs_and_differentiate_wrt_them():
+    ops = _operators()
+    psfs = np.stack([np.asarray(ops["convolution"].psf), np.asarray(ops["convolution_with_zeros"].psf)])
+    x, y = _data(4, ops["convolution"])
+    stacked, grad_psf = _stacked_forward_and_psf_grad(psfs, x[:2], y[:2])
+    # vmap over a stack of PSFs (the pytree's data leaf) equals a loop.
+    for i, name in enumerate(["convolution", "convolution_with_zeros"]):
+        np.testing.assert_allclose(stacked[i], _apply(ops[name], x, y)["forward"][i], atol=1e-6)
+    # d<h (*) x, y>/dh is the correlation of y with x: the adjoint of the convolution *by x*.
+    by_x = inverse.Convolution(jnp.asarray(x[0]))
+    np.testing.assert_allclose(grad_psf, _apply(by_x, y, y)["adjoint"][0], atol=1e-5)
+    assert not np.allclose(grad_psf, _apply(by_x, y, y)["forward"][0], atol=1e-2)  # negative control
+
+
+def test_gaussian_noise_has_the_requested_scale(key):
+    y = np.ones((100, *SHAPE), np.float32)
+    noisy = np.asarray(jax.jit(inverse.gaussian_noise)(key, y, 0.3))
+    assert noisy.shape == y.shape and noisy.dtype == np.float32
+    assert abs(np.mean(noisy) - 1.0) < 0.01 and abs(np.std(noisy) - 0.3) < 0.01
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The exact Gaussian-prior posterior
+
+_posterior = jax.jit(inverse.gaussian_posterior)
+
+
+def _random_prior(seed, d):
+    rng = np.random.default_rng(seed)
+    root = rng.normal(size=(d, d))
+    cov = root @ root.T / d + 0.1 * np.eye(d)
+    return rng.normal(size=d), cov
+
+
+def _posterior64(mu, cov, a, y, noise):
+    return _f64(_posterior(*(np.asarray(v, np.float32) for v in (mu, cov, a, y)), noise))
+
+
+def test_gaussian_posterior_diagonal_closed_form():
+    # Sigma = diag(s^2), A = I: independent scalar problems, mean = (s^2 y + sigma^2 mu) / (s^2 + sigma^2).
+    rng = np.random.default_rng(5)
+    mu, s2, y, noise = rng.normal(size=16), rng.uniform(0.5, 2.0, size=16), rng.normal(size=16), 0.7
+    post = _posterior64(mu, np.diag(s2), np.eye(16), y, noise)
+    np.testing.assert_allclose(post.mean, (s2 * y + noise**2 * mu) / (s2 + noise**2), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(post.cov, np.diag(s2 * noise**2 / (s2 + noise**2)), atol=1e-6)
+    np.testing.assert_allclose(post.gain, np.diag(s2 / (s2 + noise**2)), atol=1e-6)
+
+
+def test_gaussian_posterior_limits():
+    mu, cov = _random_prior(1, 16)
+    y = np.random.default_rng(6).normal(size=16) * 2.0
+    # sigma_y -> inf: the measurement is ignored and the posterior is the prior.
+    vague = _posterior64(mu, cov, np.eye(16), y, 1e4)
+    np.testing.assert_allclose(vague.mean, mu, atol=1e-5)
+    np.testing.assert_allclose(vague.cov, cov, atol=1e-5)
+    # A = I, sigma_y -> 0: the least-squares solution x = y, with no uncertainty left.
+    exact = _posterior64(mu, cov, np.eye(16), y, 1e-3)
+    np.testing.assert_allclose(exact.mean, y, atol=1e-3)
+    assert np.max(np.abs(exact.cov)) < 1e-5
+    # Negative control: at a finite noise level the mean is shrunk towards the prior, away from y and from mu.
+    noisy = _posterior64(mu, cov, np.eye(16), y, 1.0)
+    assert np.max(np.abs(noisy.mean - y)) > 0.3 and np.max(np.abs(noisy.mean - mu)) > 0.3
+
+
+def test_noiseless_inpainting_posterior_is_gaussian_conditioning():
+    # sigma_y -> 0 with A = diag(m): the kept pixels are y's; the missing ones are E[x_u | x_k = y_k]
+    # = mu_u + Sigma_uk Sigma_kk^-1 (y_k - mu_k), the textbook conditional of a Gaussian.
+    mu, cov = _random_prior(2, 16)
+    k = np.random.default_rng(7).permutation(16) < 8
+    a = np.diag(k.astype(np.float64))
+    y = a @ np.random.default_rng(8).normal(size=16)
+    mean = _posterior64(mu, cov, a, y, 1e-3).mean
+    expected = mu[~k] + cov[np.ix_(~k, k)] @ np.linalg.solve(cov[np.ix_(k, k)], y[k] - mu[k])
+    np.testing.assert_allclose(mean[k], y[k], atol=1e-4)
+    np.testing.assert_allclose(mean[~k], expected, atol=1e-3)
+    # Negative control: the prior mean (no conditioning) is far from it.
+    assert np.max(np.abs(mu[~k] - expected)) > 0.1
+
+
+def _covariance_standard_error(cov, n):
+    """Standard errors of a sample covariance's entries from n Gaussian samples: sqrt((c_ii c_jj + c_ij^2) / n)."""
+    return np.sqrt((np.outer(np.diag(cov), np.diag(cov)) + cov**2) / n)
+
+
+def test_gaussian_posterior_matches_monte_carlo(key):
+    # Joint samples (x, y): the least-squares regression of x on y is E[x | y] = mu + K (y - A mu) exactly (jointly
+    # Gaussian), and its residual covariance is the posterior covariance, so both are estimated without the formula.
+    # Tolerances are 5 standard errors of the estimates (ordinary least-squares formulas).
+    mu, cov = _random_prior(4, 48)
+    a = _f64(_apply(inverse.AveragePool(2), *_data(0, inverse.AveragePool(2))))["dense"]  # [12, 48]: 6x8 -> 3x4
+    noise, n = 0.5, 50_000
+    rng = np.random.default_rng(9)
+    x = rng.multivariate_normal(mu, cov, size=n)
+    y = x @ a.T + noise * rng.normal(size=(n, 12))
+    design = np.concatenate([np.ones((n, 1)), y], axis=1)
+    inv_gram = np.linalg.inv(design.T @ design)  # 13 x 13 and well conditioned: the normal equations are fine
+    coef = inv_gram @ (design.T @ x)
+    residual = x - design @ coef
+    residual_var = np.mean(residual**2, axis=0)  # [48]
+    post = _posterior64(mu, cov, a, y[:3], noise)
+    gain_se = np.sqrt(np.outer(residual_var, np.diag(inv_gram)[1:]))  # [48, 12]
+    assert np.all(np.abs(coef[1:].T - post.gain) < 5 * gain_se)
+    mean_se = np.sqrt(np.einsum("bi,ij,bj->b", design[:3], inv_gram, design[:3])[:, None] * residual_var[None])
+    assert np.all(np.abs(design[:3] @ coef - post.mean) < 5 * mean_se)
+    assert np.all(np.abs(residual.T @ residual / n - post.cov) < 5 * _covariance_standard_error(post.cov, n))
+    # Negative control: the gain for another noise level is far outside that tolerance.
+    assert np.max(np.abs(coef[1:].T - _posterior64(mu, cov, a, y[:3], 2 * noise).gain) / gain_se) > 20
+    # The sampler draws from the posterior: its moments match (and differ from the prior's).
+    sample = jax.jit(inverse.sample_posterior, static_argnums=2)
+    one = _posterior(*(np.asarray(v, np.float32) for v in (mu, cov, a, y[:3])), noise)
+    samples = np.asarray(sample(key, one._replace(mean=one.mean[1]), (n,)), np.float64)  # [n, 48]: y[1]'s posterior
+    assert np.all(np.abs(samples.mean(0) - post.mean[1]) < 5 * np.sqrt(np.diag(post.cov) / n))
+    sample_cov = np.cov(samples, rowvar=False)
+    cov_se = _covariance_standard_error(post.cov, n)
+    assert np.all(np.abs(sample_cov - post.cov) < 5 * cov_se)
+    assert np.max(np.abs(sample_cov - cov) / cov_se) > 20
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Wiener deconvolution
+
+_wiener = jax.jit(inverse.wiener_deconvolve)
+
+
+def _rmse(a, b):
+    return np.sqrt(np.mean(np.square(np.asarray(a, np.float64) - np.asarray(b, np.float64)), axis=(-2, -1)))
+
+
+def test_noiseless_wiener_inverts_a_psf_without_spectral_zeros():
+    ops = _operators()
+    x = np.random.default_rng(10).uniform(size=(3, *SHAPE)).astype(np.float32)
+    conv, box = ops["convolution"], ops["convolution_with_zeros"]
+    recovered = _wiener(_apply(conv, x, x)["forward"], conv.psf, 1e-8)
+    assert np.max(np.abs(np.asarray(recovered) - x)) < 1e-4
+    # Negative controls: a PSF with a spectral zero loses that frequency for good ...
+    lost = _wiener(_apply(box, x, x)["forward"], box.psf, 1e-8)
+    assert np.min(_rmse(lost, x)) > 0.03
+    # ... and a large regulariser blurs (shrinks every frequency by |K|^2 / (|K|^2 + lambda)).
+    blurred = _wiener(_apply(conv, x, x)["forward"], conv.psf, 1.0)
+    assert np.min(_rmse(blurred, x)) > 0.05
+
+
+def test_wiener_with_the_exact_psf_beats_a_miscalibrated_one():
+    rng = np.random.default_rng(11)
+    x = rng.uniform(size=(3, *SHAPE)).astype(np.float32)
+    psf = np.square(rng.uniform(size=SHAPE)) + 2.0 * DELTA
+    psf = (psf / psf.sum()).astype(np.float32)
+    y = _apply(inverse.Convolution(psf), x, x)["forward"] + 0.01 * rng.normal(size=x.shape).astype(np.float32)
+    # LensNet's mini-experiment mismatch: the PSF shifted by one pixel plus 15% of an independent pattern.
+    calibrated = np.roll(psf, (1, 1), axis=(0, 1)) + 0.15 * rng.uniform(size=SHAPE) / 48
+    calibrated = (calibrated / calibrated.sum()).astype(np.float32)
+    psnr = jax.jit(inverse.psnr)
+    exact = np.asarray(psnr(_wiener(y, psf, 1e-3), x))
+    wrong = np.asarray(psnr(_wiener(y, calibrated, 1e-3), x))
+    assert np.min(exact - wrong) > 5.0
+
+
+def test_wiener_is_the_posterior_mean_of_a_stationary_gaussian_prior():
+    # A circulant prior covariance Sigma (stationary, power spectrum P) and a circular blur share the Fourier
+    # basis, so Sigma A^T (A Sigma A^T + sigma^2 I)^-1 y is the Wiener filter with lambda(w) = sigma^2 / P(w).
+    fy = 2 * np.pi * np.fft.fftfreq(SHAPE[0])[:, None]
+    fx = 2 * np.pi * np.fft.fftfreq(SHAPE[1])[None, :]
+    power = 1.0 / (0.1 + fy**2 + fx**2)  # symmetric in w -> -w, so the autocovariance is real and even
+    autocov = np.real(np.fft.ifft2(power)).astype(np.float32)
+    conv = _operators()["convolution"]
+    probe, _ = _data(12, conv)
+    prior_cov = _f64(_apply(inverse.Convolution(autocov), probe, probe))["dense"]  # circulant: Sigma x = c (*) x
+    blur = _f64(_apply(conv, probe, probe))["dense"]
+    noise = 0.1
+    rng = np.random.default_rng(12)
+    x = np.real(np.fft.ifft2(np.sqrt(power) * np.fft.fft2(rng.normal(size=SHAPE)))).reshape(-1)  # a prior draw
+    y = (blur @ x + noise * rng.normal(size=48)).astype(np.float32)
+    post = _posterior64(np.zeros(48), 0.5 * (prior_cov + prior_cov.T), blur, y, noise)
+    nsr = (noise**2 / power[:, : SHAPE[1] // 2 + 1]).astype(np.float32)
+    wiener = np.asarray(_wiener(y.reshape(SHAPE), conv.psf, nsr)).reshape(-1)
+    np.testing.assert_allclose(wiener, post.mean, atol=2e-4)
+    # Negative control: a flat regulariser (no prior spectrum) is another estimate.
+    flat = np.asarray(_wiener(y.reshape(SHAPE), conv.psf, np.full_like(nsr, noise**2))).reshape(-1)
+    assert np.max(np.abs(flat - post.mean)) > 1e-2
+
+
+def _feature_loss(psf, theta, features):
+    return jnp.mean(jnp.square(inverse.feature_wiener(features, psf, jax.nn.softplus(theta)) - 1.0))
+
+
+def test_feature_wiener_is_channelwise_and_differentiable():
+    rng = np.random.default_rng(13)
+    features = rng.normal(size=(2, 3, *SHAPE)).astype(np.float32)
+    psf = (rng.uniform(size=(2, 3, *SHAPE)) + 2.0 * DELTA).astype(np.float32)
+    delta = np.array([0.01, 0.1, 1.0], np.float32)
+    filt = jax.jit(inverse.feature_wiener)
+    out = np.asarray(filt(features, psf, delta))
+    # numpy's FFT, channel by channel: conj(K_c) F_c / (|K_c|^2 + delta_c).
+    k, f = np.fft.rfft2(psf.astype(np.float64)), np.fft.rfft2(features.astype(np.float64))
+    expected = np.fft.irfft2(np.conj(k) * f / (np.abs(k) ** 2 + delta[:, None, None]), s=SHAPE)
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+    # One [H, W] PSF is shared by every channel.
+    np.testing.assert_allclose(filt(features, psf[0, 0], delta), filt(features, np.broadcast_to(psf[0, 0], psf.shape),
+                                                                      delta), atol=1e-6)
+    # Negative control: each channel's delta acts on that channel only.
+    changed = np.asarray(filt(features, psf, np.array([0.01, 5.0, 1.0], np.float32)))
+    assert np.max(np.abs(changed[:, 1] - out[:, 1])) > 1e-2
+    np.testing.assert_allclose(changed[:, [0, 2]], out[:, [0, 2]], atol=1e-6)
+    # Gradients reach the PSF and a positive learnable delta = softplus(theta); the delta one matches a central
+    # difference.
+    theta = np.log(np.expm1(delta))
+    loss = jax.jit(_feature_loss)
+    grad_psf, grad_theta = jax.jit(jax.grad(_feature_loss, argnums=(0, 1)))(psf, theta, features)
+    assert np.all(np.isfinite(grad_psf)) and np.max(np.abs(grad_psf)) > 0
+    direction, eps = np.array([1.0, -1.0, 0.5], np.float32), 1e-2
+    numeric = (float(loss(psf, theta + eps * direction, features)) - float(loss(psf, theta - eps * direction,
+                                                                                features))) / (2 * eps)
+    analytic = float(np.dot(grad_theta, direction))
+    np.testing.assert_allclose(analytic, numeric, rtol=2e-2)
+    assert abs(analytic) > 1e-4
+    # A PSF with an exact spectral zero (zero mean: K(0) = 0) still has a finite gradient.
+    zero_mean = psf - psf.mean(axis=(-2, -1), keepdims=True)
+    grad_zero_mean, _ = jax.jit(jax.grad(_feature_loss, argnums=(0, 1)))(zero_mean, theta, features)
+    assert np.all(np.isfinite(grad_zero_mean))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# PSNR
+
+_psnr = jax.jit(inverse.psnr, static_argnames="axis")
+
+
+def test_psnr_matches_its_definition():
+    rng = np.random.default_rng(14)
+    x = rng.uniform(size=SHAPE).astype(np.float32)
+    other = rng.uniform(size=SHAPE).astype(np.float32)
+    batch = np.stack([x + 0.1, x + 0.01, x, other])
+    reference = np.broadcast_to(x, batch.shape)
+    mse = np.mean((other.astype(np.float64) - x) ** 2)
+    # MSE = 0.01 and 1e-4 at range 1; identical images give +inf; any pair matches 10 log10(range^2 / MSE).
+    np.testing.assert_allclose(_psnr(batch, reference, 1.0), [20.0, 40.0, np.inf, 10 * np.log10(1 / mse)], rtol=1e-4)
+    np.testing.assert_allclose(_psnr(batch, reference, 2.0) - _psnr(batch, reference, 1.0),
+                               [20 * np.log10(2.0)] * 2 + [np.nan, 20 * np.log10(2.0)], rtol=1e-4)
+    # Flattened vectors: the axis is the caller's. Batches give one value per image, not a pooled one (negative
+    # control: pooling the first two MSEs would give 10 log10(1 / 0.00505) = 23.0 dB for both).
+    np.testing.assert_allclose(_psnr(batch.reshape(4, -1), reference.reshape(4, -1), 1.0, axis=-1)[:2], [20.0, 40.0],
+                               rtol=1e-4)
+    # The gradient at identical images is zero, not NaN.
+    np.testing.assert_allclose(jax.jit(jax.grad(inverse.psnr))(x, x), 0.0)
