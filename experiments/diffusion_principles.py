@@ -329,7 +329,7 @@ def gaussian_likelihood_error(cfg: Config, key) -> float:
         return -0.5 * (diff @ jnp.linalg.solve(c, diff) + jnp.linalg.slogdet(c)[1] + 2 * np.log(2 * np.pi))
 
     prior = lambda x_T: jax.vmap(lambda xi: log_normal(xi, *marginal(schedule.t_max)))(x_T)  # noqa: E731
-    x = m + jax.random.normal(key, (cfg.likelihood_points, 2)) @ jnp.linalg.cholesky(cov).T
+    x = m[None, :] + jax.random.normal(key, (cfg.likelihood_points, 2)) @ jnp.linalg.cholesky(cov).T
     result = likelihood.log_likelihood(samplers.Model(eps, "eps"), schedule, x, prior_log_prob=prior)
     exact = jax.vmap(lambda xi: log_normal(xi, m, cov))(x)
     return float(jnp.max(jnp.abs(result.log_prob - exact)))
