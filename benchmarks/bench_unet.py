@@ -24,8 +24,11 @@ interleaved (order alternated); each round times `--steps` training steps and `-
 each implementation. The table gives medians over rounds (best in brackets) and the ratios torch time / gvlab
 time (> 1: gvlab faster).
 
-torch runs with `torch.set_num_threads(--torch-threads)` (default 2, the cores of the reference machine); XLA's CPU
-client uses the usable cores. On a machine shared with other work, the load average is printed before and after.
+torch runs with `torch.set_num_threads(--torch-threads)` (default 2, the cores of the reference machine) and, when
+that is more than one, with 1 thread as well: on a machine shared with other work torch's OpenMP threads wait for each
+other at every parallel op and the 2-thread step can be ten times slower than usual (seen here while a test suite ran
+beside it), which the 1-thread column and the load average printed before and after make visible. XLA's CPU client
+uses the usable cores (in practice these convolutions keep about one core busy: see the "cpu use" row).
 
     pip install -e '.[bench]'   # torch; a CPU build is enough
     python benchmarks/bench_unet.py [--quick] [--steps 10] [--repeats 5] [--json out.json]
