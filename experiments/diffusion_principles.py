@@ -138,14 +138,16 @@ def ddim_vs_dpm1(spec, schedule, key, shape, steps, dtype) -> float:
     return float(jnp.max(jnp.abs(a - b)))
 
 
-def floor_and_swd(spec, key, num, num_projections):
-    """(floor, swd_of(samples, key)): SWD to fresh data, and the SWD between two independent data sets."""
-    def swd_of(samples, k):
-        k_data, k_proj = jax.random.split(k)
-        return sliced_wasserstein(samples, gm.sample(spec, k_data, num), k_proj, num_projections)
+def swd_to_data(spec: gm.Mixture, samples: jax.Array, key, num_projections: int) -> jax.Array:
+    """SWD between `samples` and as many fresh data points (the data draw and the projections come from `key`)."""
+    k_data, k_proj = jax.random.split(key)
+    return sliced_wasserstein(samples, gm.sample(spec, k_data, samples.shape[0]), k_proj, num_projections)
 
+
+def noise_floor(spec: gm.Mixture, key, num: int, num_projections: int) -> jax.Array:
+    """The SWD between two independent data sets of `num` points: what a perfect sampler scores."""
     k_a, k_b = jax.random.split(key)
-    return swd_of(gm.sample(spec, k_a, num), k_b), swd_of
+    return swd_to_data(spec, gm.sample(spec, k_a, num), k_b, num_projections)
 
 
 @experiment(
@@ -202,8 +204,8 @@ def principles(cfg: Config, run) -> dict:
 
     schedule = Schedule("vp_linear")
     model = analytic_model(spec, schedule)
-    floor_fn = jax.jit(lambda k: floor_and_swd(spec, k, num, cfg.num_projections)[0])
-    swd = jax.jit(lambda samples, k: floor_and_swd(spec, k, num, cfg.num_projections)[1](samples, k))
+    floor_fn = jax.jit(lambda k: noise_floor(spec, k, num, cfg.num_projections))
+    swd = jax.jit(lambda samples, k: swd_to_data(spec, samples, k, cfg.num_projections))
     seed_keys = [jax.random.fold_in(run.key("analytic"), s) for s in range(cfg.seeds)]
     floors = np.array([float(floor_fn(k)) for k in seed_keys])
     out["floor"] = floors
