@@ -148,9 +148,10 @@ def make_model(cfg: Config, data_shape: tuple[int, ...]) -> HVAEModel:
         return recon, jnp.concatenate([kl1, kl2], axis=-1), (z1, z2)
 
     def log_weights(params: Params, x: jax.Array, key: PRNGKey, num_samples: int) -> jax.Array:
+        q1 = encode1(params, x)  # shared by the K draws (it depends on x only)
+
         def one(k):
             k1, k2 = jax.random.split(k)
-            q1 = encode1(params, x)
             z1 = q1.sample(k1)
             q2 = encode2(params, z1)
             z2 = q2.sample(k2)
