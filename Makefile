@@ -34,6 +34,7 @@ $(VENV)/.installed-bench: pyproject.toml requirements.lock | $(BIN)/python
 bench: $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/bench_fit.py
 	$(BIN)/python benchmarks/bench_fractional_sde.py
+	$(BIN)/python benchmarks/bench_transformer.py
 	$(BIN)/python benchmarks/bench_unet.py
 
 lock: $(VENV)/.installed-test

@@ -48,6 +48,7 @@ Expected: 5 of 9 claims hold. Measured on 2 CPU cores (jax 0.10.2); quick (3 see
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -113,6 +114,11 @@ def analytic_model(spec: gm.Mixture, schedule: Schedule) -> samplers.Model:
 
 def conversion_errors(spec: gm.Mixture, key, num: int) -> dict[str, float]:
     """max |(alpha_dot x0* + sigma_dot eps*) - (f x - g^2 score / 2)| per schedule kind, on marginal samples."""
+    return {kind: float(error) for kind, error in _conversion_errors(spec, key, num).items()}
+
+
+@functools.partial(jax.jit, static_argnums=2)  # one program per dtype: eager, each small op compiles on its own
+def _conversion_errors(spec: gm.Mixture, key, num: int) -> dict[str, jax.Array]:
     out = {}
     for i, kind in enumerate(KINDS):
         schedule = Schedule(kind)
@@ -122,7 +128,7 @@ def conversion_errors(spec: gm.Mixture, key, num: int) -> dict[str, float]:
         score = gm.score(spec, schedule, x, t)
         eps = convert(score, "score", "eps", schedule, x, t)
         via_x0 = convert(eps, "eps", "velocity", schedule, x, t)
-        out[kind] = float(jnp.max(jnp.abs(via_x0 - probability_flow_velocity(score, schedule, x, t))))
+        out[kind] = jnp.max(jnp.abs(via_x0 - probability_flow_velocity(score, schedule, x, t)))
     return out
 
 
@@ -130,12 +136,13 @@ def _as64(spec: gm.Mixture) -> gm.Mixture:
     return jax.tree.map(lambda v: jnp.asarray(v, jnp.float64) if jnp.issubdtype(v.dtype, jnp.floating) else v, spec)
 
 
-def ddim_vs_dpm1(spec, schedule, key, shape, steps, dtype) -> float:
+@functools.partial(jax.jit, static_argnums=(1, 3, 4, 5))
+def ddim_vs_dpm1(spec, schedule, key, shape, steps, dtype) -> jax.Array:
     """max |DDIM(eta = 0) - DPM-Solver-1| with the same noise and steps (one exponential integrator, two forms)."""
     model = analytic_model(spec, schedule)
     a = samplers.sample("ddim", model, schedule, key, shape, steps, dtype=dtype).x
     b = samplers.sample("dpm_solver_1", model, schedule, key, shape, steps, dtype=dtype).x
-    return float(jnp.max(jnp.abs(a - b)))
+    return jnp.max(jnp.abs(a - b))
 
 
 def swd_to_data(spec: gm.Mixture, samples: jax.Array, key, num_projections: int) -> jax.Array:
@@ -206,6 +213,17 @@ def principles(cfg: Config, run) -> dict:
     model = analytic_model(spec, schedule)
     floor_fn = jax.jit(lambda k: noise_floor(spec, k, num, cfg.num_projections))
     swd = jax.jit(lambda samples, k: swd_to_data(spec, samples, k, cfg.num_projections))
+
+    @functools.partial(jax.jit, static_argnums=(2, 3))  # sampler and SWD in one program per (sampler, steps)
+    def sampler_swd(k_noise, k_swd, name, steps):
+        return swd_to_data(spec, samplers.sample(name, model, schedule, k_noise, shape, steps).x, k_swd,
+                           cfg.num_projections)
+
+    @jax.jit
+    def adaptive_swd(k_noise, k_swd):
+        adaptive = samplers.sample("adaptive", model, schedule, k_noise, shape, rtol=1e-4, atol=1e-4)
+        return swd_to_data(spec, adaptive.x, k_swd, cfg.num_projections), adaptive.nfe
+
     seed_keys = [jax.random.fold_in(run.key("analytic"), s) for s in range(cfg.seeds)]
     floors = np.array([float(floor_fn(k)) for k in seed_keys])
     out["floor"] = floors
@@ -215,18 +233,16 @@ def principles(cfg: Config, run) -> dict:
         k_noise, k_swd = jax.random.split(key)
         for name in FIXED_STEP_SAMPLERS:
             for j, nfe in enumerate(cfg.nfes):
-                x = samplers.sample(name, model, schedule, k_noise, shape, steps_for(name, nfe)).x
-                table[name][s, j] = float(swd(x, k_swd))
-        adaptive = samplers.sample("adaptive", model, schedule, k_noise, shape, rtol=1e-4, atol=1e-4)
-        tsit5[s] = float(swd(adaptive.x, k_swd))
+                table[name][s, j] = float(sampler_swd(k_noise, k_swd, name, steps_for(name, nfe)))
+        tsit5[s], tsit5_nfe = (float(v) for v in adaptive_swd(k_noise, k_swd))
         steps = steps_for("ddim", cfg.nfes[-1])
-        ddim_gap32[s] = ddim_vs_dpm1(spec, schedule, k_noise, shape, steps, jnp.float32)
+        ddim_gap32[s] = float(ddim_vs_dpm1(spec, schedule, k_noise, shape, steps, jnp.float32))
         with jax.enable_x64(True):
-            ddim_gap[s] = ddim_vs_dpm1(_as64(spec), schedule, k_noise, shape, steps, jnp.float64)
+            ddim_gap[s] = float(ddim_vs_dpm1(_as64(spec), schedule, k_noise, shape, steps, jnp.float64))
     for name, values in table.items():
         out[f"swd_{name}"] = values
         run.log(f"{name}: SWD at NFE {cfg.nfes} = {np.round(values.mean(0), 4)} (floor {floors.mean():.4f})")
-    run.log(f"tsit5: SWD {tsit5.mean():.4f} ({int(adaptive.nfe)} NFE); DDIM vs DPM-Solver-1 max diff "
+    run.log(f"tsit5: SWD {tsit5.mean():.4f} ({int(tsit5_nfe)} NFE); DDIM vs DPM-Solver-1 max diff "
             f"{ddim_gap.max():.1e} (float64), {ddim_gap32.max():.1e} (float32)")
     out["swd_tsit5"], out["tsit5_over_floor"], out["ddim_vs_dpm1"] = tsit5, tsit5 / floors, ddim_gap
     out["ddim_vs_dpm1_float32"] = ddim_gap32
@@ -332,9 +348,13 @@ def gaussian_likelihood_error(cfg: Config, key) -> float:
 
     prior = lambda x_T: jax.vmap(lambda xi: log_normal(xi, *marginal(schedule.t_max)))(x_T)  # noqa: E731
     x = m[None, :] + jax.random.normal(key, (cfg.likelihood_points, 2)) @ jnp.linalg.cholesky(cov).T
-    result = likelihood.log_likelihood(samplers.Model(eps, "eps"), schedule, x, prior_log_prob=prior)
-    exact = jax.vmap(lambda xi: log_normal(xi, m, cov))(x)
-    return float(jnp.max(jnp.abs(result.log_prob - exact)))
+
+    @jax.jit
+    def error(x):
+        result = likelihood.log_likelihood(samplers.Model(eps, "eps"), schedule, x, prior_log_prob=prior)
+        return jnp.max(jnp.abs(result.log_prob - jax.vmap(lambda xi: log_normal(xi, m, cov))(x)))
+
+    return float(error(x))
 
 
 def _figure(cfg: Config, run, table: dict, tsit5: np.ndarray, floors: np.ndarray) -> None:

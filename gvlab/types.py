@@ -56,9 +56,14 @@ class Spec(NamedTuple):
         evals: `{name: fn(params, key) -> metrics}` run every `train.eval_every` steps and at the end, with a
             fixed key so curves are comparable across steps; logged as `eval/<name>/<metric>`. They close over
             their (small) evaluation arrays.
+        hyperparams: per-member optimiser hyperparameters, `{name: values [M]}` (e.g. a learning-rate sweep):
+            `fit` then trains M x `train.num_seeds` members in one compiled program, member (m, s) with seed
+            `seed + s` and `opt_state.hyperparams[name] = values[m]`. The optimiser must hold `name` as an
+            injected hyperparameter (`optax.inject_hyperparams`, e.g. `gvlab.train.optimizers.independent_adamw`).
     """
 
     method: Method
     optimizer: Any
     data: DataSource
     evals: Mapping[str, Callable[[Params, PRNGKey], Metrics]] = {}
+    hyperparams: Mapping[str, Any] = {}

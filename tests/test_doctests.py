@@ -7,10 +7,11 @@ import importlib
 
 import pytest
 
-MODULES = ["gvlab.dists", "gvlab.config", "gvlab.registry", "gvlab.data.pfsm", "gvlab.data.balls", "gvlab.data.shapes", "gvlab.diagnostics",
-           "gvlab.data.attributes", "gvlab.data.correlated", "gvlab.probe", "gvlab.data.gaussian_mixture",
+MODULES = ["gvlab.dists", "gvlab.optim.compression", "gvlab.optim.variational", "gvlab.config", "gvlab.continual.kernels", "gvlab.continual.metrics", "gvlab.registry", "gvlab.data.pfsm", "gvlab.data.balls", "gvlab.data.shapes", "gvlab.diagnostics",
+           "gvlab.data.attributes", "gvlab.data.correlated", "gvlab.data.text", "gvlab.probe", "gvlab.data.gaussian_mixture",
            "gvlab.diffusion.metrics", "gvlab.diffusion.parameterisation", "gvlab.diffusion.schedules",
-           "gvlab.inverse.gaussian", "gvlab.inverse.metrics", "gvlab.inverse.operators", "gvlab.inverse.solvers", "gvlab.inverse.wiener"]
+           "gvlab.inverse.gaussian", "gvlab.inverse.metrics", "gvlab.inverse.operators", "gvlab.inverse.solvers", "gvlab.inverse.wiener", "gvlab.models.binary_perceptron",
+           "gvlab.data.patches", "gvlab.inverse.lensless", "gvlab.nn.lensnet"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -105,3 +105,40 @@ def test_save_every_must_divide_the_steps(key):
     with pytest.raises(ValueError, match="multiple of save_every"):
         solve_sde(ou_drift, ou_diffusion, jnp.ones(1), brownian_increments(key, 10, DT, (1,)), t0=0.0, dt=DT,
                   args=ARGS, save_every=3)
+
+
+def _host_callbacks(closed_jaxpr) -> int:
+    """Number of host-callback primitives anywhere in a jaxpr (sub-jaxprs of scans, conds, custom rules included)."""
+    count = 0
+    stack = [closed_jaxpr.jaxpr]
+    while stack:
+        jaxpr = stack.pop()
+        for eqn in jaxpr.eqns:
+            count += "callback" in eqn.primitive.name
+            for value in eqn.params.values():
+                for item in value if isinstance(value, (list, tuple)) else [value]:
+                    inner = getattr(item, "jaxpr", item)
+                    if hasattr(inner, "eqns"):
+                        stack.append(inner)
+    return count
+
+
+def test_a_solve_from_a_traced_start_has_no_host_callback(key):
+    """With a traced t0 and dt (a segment inside a scan, a learned step) the program has no host callback, so the
+    persistent compilation cache can store it; diffrax called directly on those times inserts one (control)."""
+    import diffrax
+
+    increments = brownian_increments(key, 8, 0.1, (2,))
+    drift = lambda t, y, args: -y  # noqa: E731
+    diffusion = lambda t, y, args: jnp.ones_like(y)  # noqa: E731
+
+    def ours(t0, dt):
+        return solve_sde(drift, diffusion, jnp.ones(2), increments, t0=t0, dt=dt).ys
+
+    def direct(t0, dt):
+        term = diffrax.ODETerm(drift)
+        return diffrax.diffeqsolve(term, diffrax.Euler(), t0=t0, t1=t0 + 8 * dt, dt0=dt, y0=jnp.ones(2),
+                                   saveat=diffrax.SaveAt(t1=True), throw=False).ys
+
+    assert _host_callbacks(jax.make_jaxpr(ours)(0.5, 0.1)) == 0
+    assert _host_callbacks(jax.make_jaxpr(direct)(0.5, 0.1)) > 0

@@ -14,5 +14,5 @@ def test_runs_in_smoke_profile_and_restores_its_checkpoint(name, tmp_path):
 
 
 def test_the_smoke_files_cover_every_experiment_once():
-    names = names_in("fbm") + names_in("collapse") + names_in("other")
+    names = [name for group in ("fbm", "collapse", "inverse", "edges", "other") for name in names_in(group)]
     assert sorted(names) == sorted(gvlab.names())

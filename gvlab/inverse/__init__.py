@@ -2,7 +2,7 @@
 
 Modules: `operators` (identity, random / box inpainting, average-pool super-resolution, FFT circular convolution;
 `dense_matrix`, `gaussian_noise`), `gaussian` (the exact posterior of a Gaussian prior and its sampler: the oracle
-of RED-Diff, DPS and FLAIR), `wiener` (pixel- and feature-space Wiener deconvolution, LensNet), `metrics` (PSNR), `solvers` (DPS, RED-Diff and
+of RED-Diff, DPS and FLAIR), `wiener` (pixel- and feature-space Wiener deconvolution, LensNet), `lensless` (a simulated lensless camera, SSIM, the tuned Wiener baseline), `metrics` (PSNR), `solvers` (DPS, RED-Diff and
 FLAIR on one regularised step, and the exact model of a Gaussian prior for oracle checks).
 """
 
@@ -10,6 +10,13 @@ from gvlab.inverse.gaussian import GaussianPosterior as GaussianPosterior
 from gvlab.inverse.gaussian import gaussian_posterior as gaussian_posterior
 from gvlab.inverse.gaussian import sample_gaussian as sample_gaussian
 from gvlab.inverse.gaussian import sample_posterior as sample_posterior
+from gvlab.inverse.lensless import best_wiener_regulariser as best_wiener_regulariser
+from gvlab.inverse.lensless import coded_mask_psf as coded_mask_psf
+from gvlab.inverse.lensless import measure as measure
+from gvlab.inverse.lensless import miscalibrate as miscalibrate
+from gvlab.inverse.lensless import reconstruction_loss as reconstruction_loss
+from gvlab.inverse.lensless import ssim as ssim
+from gvlab.inverse.lensless import wiener_reconstruct as wiener_reconstruct
 from gvlab.inverse.metrics import psnr as psnr
 from gvlab.inverse.operators import AveragePool as AveragePool
 from gvlab.inverse.operators import Convolution as Convolution

@@ -94,10 +94,15 @@ def _short(value: Any) -> str:
     if isinstance(value, list):
         flat = value if all(not isinstance(v, list) for v in value) else None
         if flat is not None and len(flat) <= 8:
-            return "[" + ", ".join(f"{v:.4g}" for v in flat) + "]"
+            return "[" + ", ".join(_number(v, ".4g") for v in flat) + "]"
         return f"array of {len(value)}"
-    if isinstance(value, float):
-        return f"{value:.6g}"
+    return _number(value, ".6g")
+
+
+def _number(value: Any, spec: str) -> str:
+    """A number in `spec` format; anything else (a string, a bool, None) as it is."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return format(value, spec)
     return str(value)
 
 

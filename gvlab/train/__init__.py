@@ -6,3 +6,5 @@ from gvlab.train.metrics import History as History
 from gvlab.train.state import TrainState as TrainState
 from gvlab.train.step import init_state as init_state
 from gvlab.train.step import make_train_step as make_train_step
+from gvlab.train.optimizers import independent_adamw as independent_adamw
+from gvlab.train.optimizers import set_hyperparams as set_hyperparams

@@ -6,7 +6,10 @@ drives it with a progress line, `metrics.jsonl` rows, evaluations with fixed key
 that stops with the step and the metric that went non-finite while the last good checkpoint stays on disk.
 
 `train.num_seeds = N > 1` vmaps initialisation, data and step over N independent runs (seeds seed..seed+N-1)
-in one compiled program; run i is the same computation as a single-seed fit with seed `seed + i`. Batches are
+in one compiled program; run i is the same computation as a single-seed fit with seed `seed + i`.
+`Spec.hyperparams = {name: values [M]}` adds members that differ in optimiser hyperparameters (a learning-rate
+sweep): the M x N runs, ordered member-major (run r = m N + s: hyperparameters m, seed `seed + s`), share one
+compiled program, and each run equals a single fit whose optimiser state holds those hyperparameter values. Batches are
 split over all devices of the mesh (`jit` + `NamedSharding`); state is replicated.
 """
 
@@ -31,6 +34,7 @@ from gvlab.train import parallel
 from gvlab.train.ckpt import Checkpointer
 from gvlab.train.interrupt import deferred_interrupts
 from gvlab.train.metrics import History, MetricsFile, Progress, init_guard, rows_from_metrics, update_guard
+from gvlab.train.optimizers import set_hyperparams
 from gvlab.train.state import TrainState
 from gvlab.train.step import init_state, make_train_step
 from gvlab.types import Spec
@@ -45,6 +49,8 @@ class FitResult:
         history: every logged row, as written to `metrics.jsonl`.
         spec: the spec that was fitted (its `method.sample` turns `state.params` into samples).
         seeds: the seed of each run.
+        members: the member (hyperparameter index) of each run; all 0 without `spec.hyperparams`.
+        hyperparams: `{name: value of each run}` from `spec.hyperparams` (empty without it).
         workdir: where checkpoints and metrics live, or None for an in-memory fit.
         timing: `compile_s`, `steps_per_s`, `wall_s`, `start_step` (> 0 when resumed).
     """
@@ -55,6 +61,8 @@ class FitResult:
     seeds: tuple[int, ...]
     workdir: Path | None
     timing: dict[str, float]
+    members: tuple[int, ...] = ()
+    hyperparams: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
     @property
     def params(self) -> Any:
@@ -106,10 +114,13 @@ class _Program:
     """The pure functions of one fit, their inputs, and what their shapes tell before any compute."""
 
     seeds: tuple[int, ...]
-    stacked: bool  # a leading seed axis on state, keys, guard and metrics
+    members: tuple[int, ...]  # hyperparameter index of each run
+    hyperparams: dict[str, np.ndarray]  # per-run values of the swept hyperparameters (host copies)
+    stacked: bool  # a leading run axis on state, keys, guard and metrics
     keys: dict[str, jax.Array]  # init/data/train/eval, replicated (stacked over seeds)
     arrays: Any  # the data source's arrays, replicated
-    init: Any  # (init_key, data_key, arrays) -> TrainState
+    init: Any  # (init_key, data_key, arrays, hyperparams) -> TrainState
+    device_hyperparams: Any  # the per-run hyperparameters as the init's last argument
     step: Any  # (state, guard, arrays, data_key, train_key) -> (state, guard, metrics)
     evaluate: Any  # (params, eval_key) -> metrics
     abstract_state: Any
@@ -117,8 +128,20 @@ class _Program:
     guard: dict[str, jax.Array]
 
 
+def _member_values(spec: Spec) -> tuple[int, dict[str, np.ndarray]]:
+    """(M, {name: float array [M]}) of `spec.hyperparams`; M = 1 and no names without it."""
+    values = {name: np.atleast_1d(np.asarray(v, np.float32)) for name, v in spec.hyperparams.items()}
+    lengths = {name: v.shape for name, v in values.items()}
+    if any(len(shape) != 1 for shape in lengths.values()) or len(set(lengths.values())) > 1:
+        raise ConfigError(f"Spec.hyperparams must be 1-D arrays of one common length, got shapes {lengths}")
+    return (next(iter(values.values())).shape[0] if values else 1), values
+
+
 def _build(spec: Spec, train: TrainConfig, mesh, ema_decay: float) -> _Program:
-    seeds = tuple(train.seed + i for i in range(train.num_seeds))
+    num_members, member_values = _member_values(spec)
+    members = tuple(m for m in range(num_members) for _ in range(train.num_seeds))
+    seeds = tuple(train.seed + s for _ in range(num_members) for s in range(train.num_seeds))
+    run_hyperparams = {name: v[np.asarray(members)] for name, v in member_values.items()}
     stacked = len(seeds) > 1
     repl = parallel.replicated(mesh)
     step_fn = make_train_step(spec.method, spec.optimizer, ema_decay)
@@ -126,15 +149,19 @@ def _build(spec: Spec, train: TrainConfig, mesh, ema_decay: float) -> _Program:
     # One root key per seed, split into named keys; run i of a stacked fit gets exactly the keys of seed i.
     keys = jax.vmap(run_keys)(jnp.asarray(seeds, jnp.uint32)) if stacked else run_keys(seeds[0])
 
-    def init_one(init_key, data_key, arrays):
-        return init_state(spec.method, spec.optimizer, init_key, spec.data.batch(arrays, data_key, zero), ema_decay)
+    def init_one(init_key, data_key, arrays, hyperparams):
+        state = init_state(spec.method, spec.optimizer, init_key, spec.data.batch(arrays, data_key, zero), ema_decay)
+        if hyperparams:  # the member's values live in the optimiser state, so checkpoints carry them
+            state = state.replace(opt_state=set_hyperparams(state.opt_state, **hyperparams))
+        return state
 
     # Shapes first: the batch size check, the metric names and the checkpoint skeleton need no compute.
     one_keys = run_keys(0)
     one_batch = jax.eval_shape(spec.data.batch, spec.data.arrays, one_keys["data"], zero)
     for size in {x.shape[0] for x in jax.tree.leaves(one_batch) if x.ndim}:
         parallel.check_divisible(size, mesh)
-    one_state = jax.eval_shape(init_one, one_keys["init"], one_keys["data"], spec.data.arrays)
+    one_hyperparams = {name: v[0] for name, v in run_hyperparams.items()}
+    one_state = jax.eval_shape(init_one, one_keys["init"], one_keys["data"], spec.data.arrays, one_hyperparams)
     metric_names = sorted(jax.eval_shape(step_fn, one_state, one_batch, one_keys["train"])[1])
 
     def step_one(state, guard, arrays, data_key, train_key):
@@ -145,16 +172,20 @@ def _build(spec: Spec, train: TrainConfig, mesh, ema_decay: float) -> _Program:
     evaluate_one = _make_evaluate(spec)
     guard = init_guard(len(metric_names))
     if stacked:
-        init_fn = jax.vmap(init_one, in_axes=(0, 0, None))
+        init_fn = jax.vmap(init_one, in_axes=(0, 0, None, 0))
         step = jax.vmap(step_one, in_axes=(0, 0, None, 0, 0))
         evaluate = jax.vmap(evaluate_one)
         guard = jax.tree.map(lambda x: jnp.broadcast_to(x, (len(seeds),) + x.shape), guard)
     else:
         init_fn, step, evaluate = init_one, step_one, evaluate_one
     keys, arrays = parallel.put(keys, repl), parallel.put(spec.data.arrays, repl)
-    return _Program(seeds=seeds, stacked=stacked, keys=keys, arrays=arrays, init=init_fn, step=step,
-                    evaluate=evaluate, abstract_state=jax.eval_shape(init_fn, keys["init"], keys["data"], arrays),
-                    metric_names=metric_names, guard=parallel.put(guard, repl))
+    device_hyperparams = parallel.put(
+        {name: jnp.asarray(v if stacked else v[0]) for name, v in run_hyperparams.items()}, repl)
+    abstract_state = jax.eval_shape(init_fn, keys["init"], keys["data"], arrays, device_hyperparams)
+    return _Program(seeds=seeds, members=members, hyperparams=run_hyperparams, stacked=stacked, keys=keys,
+                    arrays=arrays, init=init_fn, device_hyperparams=device_hyperparams, step=step,
+                    evaluate=evaluate, abstract_state=abstract_state, metric_names=metric_names,
+                    guard=parallel.put(guard, repl))
 
 
 def _step_of(state: TrainState) -> int:
@@ -170,12 +201,22 @@ def _restore_or_init(program: _Program, checkpointer: Checkpointer | None, repl,
             if saved_meta.get("seeds") != list(program.seeds):
                 raise CheckpointError(f"checkpoints in {workdir} are for seeds {saved_meta.get('seeds')}, this fit "
                                       f"uses {list(program.seeds)}; use another workdir")
+            if saved_meta.get("hyperparams", {}) != _jsonable_hyperparams(program.hyperparams):
+                raise CheckpointError(f"checkpoints in {workdir} are for hyperparameters "
+                                      f"{saved_meta.get('hyperparams', {})}, this fit uses "
+                                      f"{_jsonable_hyperparams(program.hyperparams)}; use another workdir")
             start = _step_of(state)
             if start > train.steps:
                 raise ConfigError(f"{workdir} holds a checkpoint at step {start}, past train.steps={train.steps}")
             return state, start
     keys = program.keys
-    return jax.jit(program.init, out_shardings=repl)(keys["init"], keys["data"], program.arrays), 0
+    state = jax.jit(program.init, out_shardings=repl)(keys["init"], keys["data"], program.arrays,
+                                                       program.device_hyperparams)
+    return state, 0
+
+
+def _jsonable_hyperparams(hyperparams: dict[str, np.ndarray]) -> dict[str, list[float]]:
+    return {name: [float(x) for x in values] for name, values in hyperparams.items()}
 
 
 def fit(
@@ -215,6 +256,9 @@ def fit(
     checkpointer = Checkpointer(workdir / "ckpt", keep=train.keep) if workdir else None
     metrics_file = MetricsFile(workdir / "metrics.jsonl") if workdir else None
     ckpt_meta = {**(meta or {}), "seeds": list(seeds), "train": config_lib.to_dict(train)}
+    if program.hyperparams:
+        ckpt_meta["hyperparams"] = _jsonable_hyperparams(program.hyperparams)
+    row_members = program.members if program.hyperparams else None
 
     def check_guard(guard, last_saved):
         _check_guard(guard, program.metric_names, seeds, last_saved, workdir)
@@ -254,7 +298,7 @@ def fit(
                     if log_now or eval_now:
                         if eval_now:
                             metrics = {**metrics, **evaluate(state.params, keys["eval"])}
-                        rows = rows_from_metrics(step, seeds, metrics, program.stacked)
+                        rows = rows_from_metrics(step, seeds, metrics, program.stacked, row_members)
                         history.rows.extend(rows)
                         if metrics_file:
                             metrics_file.append(rows)
@@ -284,7 +328,8 @@ def fit(
         "wall_s": time.perf_counter() - t_start,
         "start_step": float(start),
     }
-    return FitResult(state=state, history=history, spec=spec, seeds=seeds, workdir=workdir, timing=timing)
+    return FitResult(state=state, history=history, spec=spec, seeds=seeds, workdir=workdir, timing=timing,
+                     members=program.members, hyperparams=program.hyperparams)
 
 
 def _save_on_interrupt(checkpointer, state, guard, last_saved, ckpt_meta, check_guard) -> None:

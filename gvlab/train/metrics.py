@@ -21,12 +21,18 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def rows_from_metrics(step: int, seeds: Sequence[int], metrics: dict[str, Any], stacked: bool) -> list[dict]:
-    """Host rows from device metrics; `stacked` metrics carry a leading seed axis."""
+def rows_from_metrics(step: int, seeds: Sequence[int], metrics: dict[str, Any], stacked: bool,
+                      members: Sequence[int] | None = None) -> list[dict]:
+    """Host rows from device metrics; `stacked` metrics carry a leading run axis.
+
+    With `members` (runs that differ in hyperparameters, `Spec.hyperparams`) each row also names its member.
+    """
     host = jax.device_get(metrics)
     rows = []
     for i, seed in enumerate(seeds):
         row = {"step": int(step), "seed": int(seed)}
+        if members is not None:
+            row["member"] = int(members[i])
         for name in sorted(host):
             value = np.asarray(host[name])
             row[name] = float(value[i] if stacked else value)
@@ -82,20 +88,23 @@ class History:
     def keys(self) -> list[str]:
         names: dict[str, None] = {}
         for row in self.rows:
-            names.update(dict.fromkeys(k for k in row if k not in ("step", "seed")))
+            names.update(dict.fromkeys(k for k in row if k not in ("step", "seed", "member")))
         return list(names)
 
     def column(self, name: str, seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """`(steps, values)` of one metric; with several seeds, `values` is `[steps, seeds]` unless `seed` is set."""
+        """`(steps, values)` of one metric; with several runs, `values` is `[steps, runs]` unless `seed` is set.
+
+        Runs are ordered by (member, seed): the fit's run order, members being hyperparameter settings.
+        """
         rows = [r for r in self.rows if name in r and (seed is None or r["seed"] == seed)]
         if not rows:
             raise KeyError(f"no metric {name!r}; available: {self.keys()}")
         steps = sorted({r["step"] for r in rows})
-        seeds = sorted({r["seed"] for r in rows})
-        table = np.full((len(steps), len(seeds)), np.nan)
+        runs = sorted({(r.get("member", 0), r["seed"]) for r in rows})
+        table = np.full((len(steps), len(runs)), np.nan)
         for r in rows:
-            table[steps.index(r["step"]), seeds.index(r["seed"])] = r[name]
-        return np.asarray(steps), table[:, 0] if len(seeds) == 1 else table
+            table[steps.index(r["step"]), runs.index((r.get("member", 0), r["seed"]))] = r[name]
+        return np.asarray(steps), table[:, 0] if len(runs) == 1 else table
 
     def last(self, name: str) -> np.ndarray | float:
         """The final logged value of `name` (an array over seeds when there are several)."""

@@ -35,7 +35,8 @@ def make_train_step(method: Method, tx: optax.GradientTransformation, ema_decay:
     The loss is evaluated with `key_t = fold_in(key, state.step)` and `state.step`, so step t of any run with
     the same key sees the same randomness whether or not the run was interrupted.
 
-    Metrics: `loss`, every term the method reports, `norm/grads`, `norm/updates`, `norm/params`.
+    Metrics: `loss`, every term the method reports, `norm/grads`, `norm/updates`, `norm/params`, and
+    `norm/grad_rms` = norm/grads / sqrt(number of parameters) (the gradient RMS of Wortsman et al. 2023, Figs. 11-13).
 
     Args:
         method: the method; if `method.step` is set it is returned unchanged (it owns its update).
@@ -50,13 +51,15 @@ def make_train_step(method: Method, tx: optax.GradientTransformation, ema_decay:
         (loss, terms), grads = grad_fn(state.params, batch, step_key(key, state.step), state.step)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
+        grad_norm = optax.tree.norm(grads)
         ema = state.ema_params
         if ema_decay > 0:
             ema = optax.incremental_update(params, state.ema_params, 1.0 - ema_decay)
         metrics = {
             "loss": loss,
             **terms,
-            "norm/grads": optax.tree.norm(grads),
+            "norm/grads": grad_norm,
+            "norm/grad_rms": grad_norm / jnp.sqrt(float(max(optax.tree.size(grads), 1))),
             "norm/updates": optax.tree.norm(updates),
             "norm/params": optax.tree.norm(params),
         }

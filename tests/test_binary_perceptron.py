@@ -1,0 +1,166 @@
+"""Oracles of `gvlab.models.binary_perceptron`, each with a negative control that the same check rejects."""
+
+from __future__ import annotations
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from gvlab.errors import ConfigError
+from gvlab.models import binary_perceptron as bp
+
+OVERLAPS = (-0.5, 0.0, 0.3, 0.8)
+
+
+def test_generalization_error_matches_monte_carlo(key):
+    """arccos(R)/pi equals the test error of sign-perceptrons with overlap R; (1 - R)/2 is rejected."""
+    teacher_key, student_key, input_key = jax.random.split(key, 3)
+    n, num_test = 501, 20_000  # odd N: no ties in w.x
+    teacher = bp.random_teacher(teacher_key, n)
+    students = jax.vmap(bp.overlapping_teacher, (None, None, 0))(student_key, teacher, jnp.asarray(OVERLAPS))
+    overlap = bp.teacher_overlap(students, teacher[None])
+    measured = np.asarray(bp.test_error(students, teacher[None], bp.examples(input_key, num_test, n)))
+    tolerance = 0.015  # ~4 binomial standard deviations at eps = 1/3, plus the O(1/N) finite-size effect
+
+    def agrees(formula):
+        return bool(np.all(np.abs(measured - np.asarray(formula(overlap))) < tolerance))
+
+    assert agrees(bp.generalization_error), (measured, bp.generalization_error(overlap))
+    assert not agrees(lambda r: (1.0 - r) / 2.0)  # negative control: the wrong formula
+
+
+def test_requested_teacher_overlap_is_exact(key):
+    """Generated teachers have the requested overlap to within 1/N; an independent teacher does not."""
+    first_key, second_key, other_key = jax.random.split(key, 3)
+    n = 500
+    teacher = bp.random_teacher(first_key, n)
+    requested = jnp.asarray((-1.0, -0.5, 0.0, 0.3, 0.5, 1.0))
+    second = jax.vmap(bp.overlapping_teacher, (None, None, 0))(second_key, teacher, requested)
+    assert set(np.unique(np.asarray(second))) == {-1.0, 1.0}
+    measured = jnp.mean(second * teacher[None], axis=-1)
+    np.testing.assert_allclose(measured, requested, atol=1.0 / n)
+    independent = bp.random_teacher(other_key, n)  # negative control: overlap ~ N(0, 1/N), not 0.5
+    assert abs(float(jnp.mean(independent * teacher)) - 0.5) > 1.0 / n
+    with pytest.raises(ConfigError, match="overlap"):
+        bp.overlapping_teacher(second_key, teacher, 1.5)
+
+
+def enumerated_kl(field, prior_field, beta):
+    """KL(q_h || q_h') by summing over all 2^N binary weight vectors."""
+    configs = jnp.asarray(list(itertools.product((-1.0, 1.0), repeat=field.shape[-1])))
+
+    def log_q(h):
+        return jnp.sum(beta * h[None] * configs - jnp.log(2.0 * jnp.cosh(beta * h))[None], axis=-1)
+
+    return jnp.sum(jnp.exp(log_q(field)) * (log_q(field) - log_q(prior_field)))
+
+
+def test_binary_kl_matches_enumeration(key):
+    """Closed-form KL between factorised Ising distributions = enumeration (N = 5); the reversed KL is rejected."""
+    field_key, prior_key = jax.random.split(key)
+    beta = 1.3
+    field = 1.5 * jax.random.normal(field_key, (5,))
+    prior = 1.5 * jax.random.normal(prior_key, (5,))
+    exact = enumerated_kl(field, prior, beta)
+    np.testing.assert_allclose(bp.binary_kl(field, prior, beta), exact, rtol=1e-5)
+    assert not np.isclose(bp.binary_kl(prior, field, beta), exact, rtol=1e-2)  # negative control: wrong direction
+    # Its field gradient is beta^2 (h - h') v (Li & Huang), the EWC-like form.
+    _, v = bp.moments(field, beta)
+    np.testing.assert_allclose(jax.grad(bp.binary_kl)(field, prior, beta), beta**2 * (field - prior) * v, rtol=1e-4)
+
+
+def test_kl_term_vanishes_at_the_prior(key):
+    """The method's KL term is zero when the posterior equals the previous one, positive once it moves."""
+    x_key, field_key, noise_key = jax.random.split(key, 3)
+    s, k, p, n = 2, 3, 8, 16
+    x = bp.examples(x_key, p, n)[None].repeat(s, axis=0)
+    previous = jax.random.normal(field_key, (s, k, n))
+    batch = bp.task_batch(x, jnp.ones((s, k, p)), jnp.ones((s, k, p)), previous, jnp.ones((s, k)))
+    method = bp.make(bp.Config())
+    loss = jax.jit(method.loss)  # one program for both checks
+    params = method.init(noise_key, batch)  # init_scale = 0: exactly the previous fields
+    assert float(loss(params, batch, noise_key, jnp.zeros((), jnp.int32))[1]["vcl/kl"]) == 0.0
+    moved = {"field": params["field"] + 0.1 * jax.random.normal(noise_key, (s, k, n))}
+    assert float(loss(moved, batch, noise_key, jnp.zeros((), jnp.int32))[1]["vcl/kl"]) > 1e-3
+
+
+def test_gaussian_field_likelihood_matches_sampled_weights(key):
+    """P(y = sign(w.x)) under q_h equals Phi(m.x / sqrt(sum v)) (central limit, N = 400); using sum m^2 as the
+    variance (a plausible slip) is rejected."""
+    field_key, x_key, w_key = jax.random.split(key, 3)
+    n, beta = 400, 1.0
+    field = 0.8 * jax.random.normal(field_key, (n,)) + 0.05  # a mean m.x of order sqrt(sum v)
+    x = bp.examples(x_key, 1, n)
+    m, v = bp.moments(field, beta)
+    w = jnp.where(jax.random.uniform(w_key, (20_000, n)) < ((1.0 + m) / 2.0)[None], 1.0, -1.0)  # samples of q_h
+    sampled = float(jnp.mean(w @ x[0] > 0))
+    predicted = float(jnp.exp(bp.log_likelihood(field, x, jnp.ones((1,)), beta))[0])
+    assert abs(sampled - predicted) < 0.02, (sampled, predicted)
+    wrong = float(jax.scipy.stats.norm.cdf(m @ x[0] / jnp.sqrt(jnp.sum(m**2))))
+    assert abs(sampled - wrong) > 0.02, (sampled, wrong)
+
+
+def test_stacked_runs_are_independent(key):
+    """The gradient of the summed loss on run (s, k) equals that run's gradient alone: the runs do not couple."""
+    x_key, y_key, field_key = jax.random.split(key, 3)
+    s, k, p, n = 2, 3, 12, 10
+    x = jax.vmap(lambda kk: bp.examples(kk, p, n))(jax.random.split(x_key, s))
+    y = jnp.where(jax.random.bernoulli(y_key, 0.5, (s, k, p)), 1.0, -1.0)
+    batch = bp.task_batch(x, y, jnp.ones((s, k, p)), jax.random.normal(field_key, (s, k, n)),
+                          jnp.asarray([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]]))
+    params = {"field": batch["previous"] + 0.3}
+    method = bp.make(bp.Config())
+
+    def total(p_, b_):
+        return method.loss(p_, b_, key, jnp.zeros((), jnp.int32))[0]
+
+    gradient = jax.jit(jax.grad(total))
+    stacked = gradient(params, batch)["field"]
+    one = {name: value[1:2, 2:3] if value.ndim >= 2 else value[1:2] for name, value in batch.items()}
+    one["x"] = batch["x"][1:2]
+    alone = gradient({"field": params["field"][1:2, 2:3]}, one)["field"]
+    np.testing.assert_allclose(stacked[1, 2], alone[0, 0], rtol=1e-5)
+
+
+def test_metaplasticity_damps_only_updates_towards_a_sign_flip():
+    """Updates that shrink |W| are scaled by 1 - tanh^2(m W); others pass; strength 0 is the identity."""
+    weights = jnp.asarray([1.0, 1.0, -2.0, -2.0])
+    updates = jnp.asarray([-0.1, 0.1, 0.1, -0.1])  # towards zero, away, towards zero, away
+    damped, _ = bp.metaplasticity(1.3).update(updates, optax.EmptyState(), weights)
+    factor = 1.0 - np.tanh(1.3 * np.asarray(weights)) ** 2
+    np.testing.assert_allclose(damped, [-0.1 * factor[0], 0.1, 0.1 * factor[2], -0.1], rtol=1e-4)
+    same, _ = bp.metaplasticity(0.0).update(updates, optax.EmptyState(), weights)
+    np.testing.assert_array_equal(same, updates)
+
+
+def test_binary_ste_passes_the_gradient_of_the_binary_weights_straight_through(key):
+    """The metaplastic baseline's gradient w.r.t. hidden weights W is the probit loss's gradient w.r.t. the binary
+    weights b at b = sign(W) (straight-through); differentiating through sign itself (zero) is rejected."""
+    x_key, y_key, w_key = jax.random.split(key, 3)
+    k, p, n = 2, 6, 8
+    x = bp.examples(x_key, p, n)
+    batch = {"x": x, "y": jnp.where(jax.random.bernoulli(y_key, 0.5, (k, p)), 1.0, -1.0), "mask": jnp.ones((k, p)),
+             "previous": jnp.zeros((k, n)), "kl_weight": jnp.zeros((k,))}
+    hidden = jax.random.normal(w_key, (k, n))
+    cfg = bp.Config(objective="binary_ste")
+    ste = jax.jit(jax.grad(lambda w: jnp.sum(bp.run_objective(cfg, w, batch)[0])))(hidden)
+
+    def probit(binary):
+        margin = batch["y"] * (binary @ x.T) / jnp.sqrt(n)
+        return -jnp.sum(jax.scipy.special.log_ndtr(margin))
+
+    np.testing.assert_allclose(ste, jax.jit(jax.grad(probit))(bp.sign(hidden)), rtol=1e-5)
+    through_sign = jax.jit(jax.grad(lambda w: probit(jnp.sign(w))))(hidden)  # negative control
+    assert not np.allclose(through_sign, ste, atol=1e-3)
+
+
+def test_bad_inputs_raise_clear_errors():
+    with pytest.raises(ConfigError, match="objective"):
+        bp.Config(objective="sgd")
+    with pytest.raises(ConfigError, match="previous"):
+        bp.task_batch(jnp.ones((2, 4, 3)), jnp.ones((2, 1, 4)), jnp.ones((2, 1, 4)), jnp.ones((2, 1, 5)),
+                      jnp.ones((2, 1)))
