@@ -37,6 +37,9 @@ class TrainConfig:
         eval_every: steps between evaluations with fixed keys (0: only at the end).
         ckpt_every: steps between checkpoints (0: only at the end).
         keep: checkpoints kept on disk (older ones are removed by the checkpoint manager).
+        members: how the R runs of one program execute: "vmap" (batched into one computation) or
+            "sequential" (looped over inside the program, each run the exact computation of a single fit). The
+            results agree up to float rounding; see `gvlab.train.members`.
     """
 
     steps: int = 1000
@@ -48,6 +51,7 @@ class TrainConfig:
     eval_every: int = 0
     ckpt_every: int = 0
     keep: int = 2
+    members: str = "vmap"
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "num_seeds", "log_every", "keep"):
@@ -58,6 +62,8 @@ class TrainConfig:
                 raise ConfigError(f"train.{name} must be >= 0 (0 means only at the end), got {getattr(self, name)}")
         if not self.lr > 0:
             raise ConfigError(f"train.lr must be > 0, got {self.lr}")
+        if self.members not in ("vmap", "sequential"):
+            raise ConfigError(f"train.members must be 'vmap' or 'sequential', got {self.members!r}")
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -5,6 +5,8 @@ Workdir layout (every path relative to the workdir):
     config.json        experiment name, profile and resolved config: `gvlab resume WORKDIR` needs nothing else
     metrics.jsonl      rows of the main fit (`run.fit(spec)`); other fits live in fits/<name>/
     ckpt/<step>/       checkpoints of the main fit
+    evals/<name>.npz   cached evaluations and artefacts (`run.evaluate`, `run.artifact`), each with the
+                       fingerprint of its inputs: a rerun recomputes only what changed
     figures/*.png      figures of the experiment
     report.json/.md    claims with measured values, all results, timings and versions
 
@@ -21,13 +23,14 @@ import sys
 import time
 import zlib
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import jax
 import numpy as np
 
 from gvlab import config as config_lib
 from gvlab.errors import WorkdirError
+from gvlab.evals.core import Cache, Evaluator, evaluate_runs, fingerprint
 from gvlab.rng import root_key
 from gvlab.train.loop import FitResult, fit
 from gvlab.types import Spec
@@ -63,6 +66,7 @@ class Run:
         self.progress = progress
         self.fits: dict[str, FitResult] = {}
         self.figures: dict[str, Any] = {}
+        self.cache = Cache(workdir / "evals" if workdir is not None else None)
 
     def fit(self, spec: Spec, train: config_lib.TrainConfig | None = None, *, name: str | None = None,
             **fit_kwargs) -> FitResult:
@@ -79,6 +83,32 @@ class Run:
                      **fit_kwargs)
         self.fits[key] = result
         return result
+
+    def evaluate(self, name: str, fn: Evaluator, params: Any, data: Any = None, *, key: jax.Array | None = None,
+                 mode: str = "vmap", extra: Any = None) -> dict[str, np.ndarray]:
+        """`{metric: [R, ...]}` of the evaluator `fn(run_params, data, key)` over every run, cached in the workdir.
+
+        Args:
+            name: the cache entry (`evals/<name>.npz`); one name per evaluation in an experiment.
+            fn: the per-run evaluator (`gvlab.evals`).
+            params: a `FitResult` or parameters with a leading run axis.
+            data: evaluation arrays shared by the runs.
+            key: the evaluation key (default `run.key(name)`: fixed by the seed and the name).
+            mode: "vmap" or "sequential" over the runs.
+            extra: anything else the numbers depend on (settings the evaluator closes over), fingerprinted.
+        """
+        params = params.params if isinstance(params, FitResult) else params
+        key = self.key(name) if key is None else key
+        stamp = fingerprint(params, data, key, f"{fn.__module__}.{fn.__qualname__}", extra)
+        return self.cache.get_or_compute(name, stamp, lambda: evaluate_runs(fn, params, data, key, mode=mode))
+
+    def artifact(self, name: str, fn: Callable[[], Mapping[str, Any]], *, inputs: Any = None) -> dict[str, Any]:
+        """The results of `fn()` (a dict of arrays, possibly nested), computed once and cached in the workdir.
+
+        For post-fit work that is not a per-run evaluator: baselines, classical solvers, timings, samples for a
+        figure. `inputs` is fingerprinted (with `name`), so changed inputs recompute.
+        """
+        return self.cache.get_or_compute(name, fingerprint(name, inputs), fn)
 
     def key(self, purpose: str) -> jax.Array:
         """A key for evaluation work outside `fit`, fixed by the run's seed and the purpose's name."""

@@ -7,7 +7,14 @@
   under a `/` namespace (`{"elbo/recon": ..., "elbo/kl": ...}`), each already reduced over the batch.
 * `sample(params, key, num) -> samples`: optional generator.
 * `step(state, batch, key) -> (state, metrics)`: optional custom train step with the canonical signature, for
-  methods that need several optimisers or non-gradient updates; the loop uses it instead of the default step.
+  methods that need several optimisers or alternating updates; the loop uses it instead of the default step.
+* `init_extra(key, batch, params) -> extra`: optional non-gradient state (EMA codebooks, moving-average
+  baselines, support masks, dual variables). It lives in `TrainState.extra`, is checkpointed and resumed with the
+  rest, and the default step hands it to the loss, which then returns it updated:
+  `loss(params, batch, key, step, extra=extra) -> (scalar, terms, new_extra)`.
+
+Two more keyword arguments reach `loss` only when a fit supplies them: `args=` (this run's model
+hyperparameters, `Spec.args`, e.g. a beta of a beta sweep: one compiled program for the whole sweep) and `extra=`.
 
 Static settings (layer sizes, beta, number of samples) are captured when the method is built, so the arguments are
 arrays only and everything composes with `jit`, `vmap` and `grad`.
@@ -15,7 +22,7 @@ arrays only and everything composes with `jit`, `vmap` and `grad`.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple, Protocol
 
 import jax
 
@@ -25,13 +32,38 @@ Batch = Mapping[str, jax.Array]  # fixed keys per data type: "x", "y", "t", ...
 Metrics = dict[str, jax.Array]  # flat, `/`-namespaced scalars
 
 
+class InitFn(Protocol):
+    def __call__(self, key: PRNGKey, batch: Batch) -> Params: ...
+
+
+class LossFn(Protocol):
+    """`loss(params, batch, key, step[, args=..., extra=...]) -> (scalar, terms[, new_extra])`."""
+
+    def __call__(self, params: Params, batch: Batch, key: PRNGKey, step: jax.Array, **context: Any) -> tuple: ...
+
+
+class SampleFn(Protocol):
+    def __call__(self, params: Params, key: PRNGKey, num: int) -> Any: ...
+
+
+class StepFn(Protocol):
+    """`step(state, batch, key) -> (state, metrics)`; `state` is a `gvlab.train.TrainState`."""
+
+    def __call__(self, state: Any, batch: Batch, key: PRNGKey) -> tuple[Any, Metrics]: ...
+
+
+class InitExtraFn(Protocol):
+    def __call__(self, key: PRNGKey, batch: Batch, params: Params) -> Any: ...
+
+
 class Method(NamedTuple):
     """A variational or generative method as pure functions (see the module docstring)."""
 
-    init: Callable[[PRNGKey, Batch], Params]
-    loss: Callable[[Params, Batch, PRNGKey, jax.Array], tuple[jax.Array, Metrics]]
-    sample: Callable[[Params, PRNGKey, int], Any] | None = None
-    step: Callable[..., Any] | None = None
+    init: InitFn
+    loss: LossFn
+    sample: SampleFn | None = None
+    step: StepFn | None = None
+    init_extra: InitExtraFn | None = None
 
 
 class DataSource(NamedTuple):
@@ -40,10 +72,14 @@ class DataSource(NamedTuple):
     `batch(arrays, key, step) -> Batch` runs inside the compiled step; `arrays` (a pytree of device arrays, e.g.
     the training set) is passed to it as an argument rather than closed over, so large datasets do not become
     compile-time constants. Generators of synthetic data use `arrays = {}`.
+
+    `per_member=True`: every leaf of `arrays` has a leading member axis [M] (each member its own dataset of one
+    shape: a forget set, a task, a correlation level), and each run's `batch` sees its member's slice.
     """
 
     arrays: Any
     batch: Callable[[Any, PRNGKey, jax.Array], Batch]
+    per_member: bool = False
 
 
 class Spec(NamedTuple):
@@ -60,6 +96,12 @@ class Spec(NamedTuple):
             `fit` then trains M x `train.num_seeds` members in one compiled program, member (m, s) with seed
             `seed + s` and `opt_state.hyperparams[name] = values[m]`. The optimiser must hold `name` as an
             injected hyperparameter (`optax.inject_hyperparams`, e.g. `gvlab.train.optimizers.independent_adamw`).
+        args: per-member model hyperparameters, a pytree whose leaves have a leading member axis [M] (e.g.
+            `{"beta": jnp.array([1., 4., 8.])}`); run r's slice is handed to `method.loss` as `args=`, so a beta or
+            lambda sweep is one compiled program. `None`: the loss takes no `args`.
+
+    The members of a fit are the M values shared by `hyperparams`, `args` and a per-member `data` (each may be
+    absent; those present must agree on M); with `train.num_seeds = S` a fit has R = M x S runs, member-major.
     """
 
     method: Method
@@ -67,3 +109,4 @@ class Spec(NamedTuple):
     data: DataSource
     evals: Mapping[str, Callable[[Params, PRNGKey], Metrics]] = {}
     hyperparams: Mapping[str, Any] = {}
+    args: Any = None

@@ -63,7 +63,7 @@ def test_vmapped_seeds_equal_python_loop():
     assert stacked.seeds == (3, 4, 5)
     for i, seed in enumerate(stacked.seeds):
         single = fit(spec, TrainConfig(**{**train.__dict__, "seed": seed, "num_seeds": 1}), progress=False)
-        for x, y in zip(_leaves(stacked.params_of(i)), _leaves(single.params), strict=True):
+        for x, y in zip(_leaves(stacked.params_of(i)), _leaves(single.params_of(0)), strict=True):
             np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
         rows = [r for r in stacked.history.rows if r["seed"] == seed]
         for r_stacked, r_single in zip(rows, single.history.rows, strict=True):

@@ -17,19 +17,22 @@ from gvlab.types import Batch, DataSource, PRNGKey
 
 
 def epoch_batches(arrays: Any, batch_size: int,
-                  transform: Callable[[Batch, PRNGKey], Batch] | None = None) -> DataSource:
+                  transform: Callable[[Batch, PRNGKey], Batch] | None = None, *, per_member: bool = False
+                  ) -> DataSource:
     """Shuffled minibatches of a finite dataset, one epoch after another.
 
     Args:
-        arrays: a pytree of arrays sharing their leading (example) axis, e.g. `{"x": X, "y": y}`.
+        arrays: a pytree of arrays sharing their leading (example) axis, e.g. `{"x": X, "y": y}`; with
+            `per_member`, leaves are [M, N, ...]: one dataset of N examples per member of the fit.
         batch_size: examples per batch; at most the dataset size.
         transform: optional `(batch, key) -> batch` applied on device with a per-step key (e.g. dequantisation
             noise or augmentation).
+        per_member: each member of the fit walks its own dataset (`DataSource.per_member`).
 
     Returns:
         A `DataSource` whose `batch(arrays, key, step)` is pure and jittable.
     """
-    sizes = {x.shape[0] for x in jax.tree.leaves(arrays)}
+    sizes = {x.shape[1 if per_member else 0] for x in jax.tree.leaves(arrays)}
     if len(sizes) != 1:
         raise ValueError(f"arrays must share their leading axis, got sizes {sorted(sizes)}")
     num_examples = sizes.pop()
@@ -47,7 +50,7 @@ def epoch_batches(arrays: Any, batch_size: int,
             out = transform(out, jax.random.fold_in(transform_key, step))
         return out
 
-    return DataSource(arrays=arrays, batch=batch)
+    return DataSource(arrays=arrays, batch=batch, per_member=per_member)
 
 
 def sampled_batches(sample: Callable[[PRNGKey], Batch]) -> DataSource:

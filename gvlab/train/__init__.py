@@ -8,3 +8,5 @@ from gvlab.train.step import init_state as init_state
 from gvlab.train.step import make_train_step as make_train_step
 from gvlab.train.optimizers import independent_adamw as independent_adamw
 from gvlab.train.optimizers import set_hyperparams as set_hyperparams
+from gvlab.train.optimizers import by_part as by_part
+from gvlab.train.optimizers import PartOptimizers as PartOptimizers

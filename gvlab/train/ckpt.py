@@ -102,6 +102,17 @@ class Checkpointer:
             )
         return None
 
+    def restore_latest_raw(self) -> Any | None:
+        """The newest readable checkpoint's state as orbax stores it (nested dicts and lists of host arrays), for
+        reading a run written by another program (a warm start); None when there is none. Nothing is moved."""
+        for step in reversed(self.steps()):
+            try:
+                out = self._manager.restore(int(step), args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+            except Exception:  # unreadable: try the next older one
+                continue
+            return out.state
+        return None
+
     def _quarantine(self, step: int) -> Path:
         self.wait()
         target = self.directory.parent / f"{self.directory.name}_unreadable" / f"{step}-{time.strftime('%Y%m%d-%H%M%S')}"

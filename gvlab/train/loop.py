@@ -5,18 +5,22 @@ drives it with a progress line, `metrics.jsonl` rows, evaluations with fixed key
 `train.ckpt_every` steps and at the end, automatic resume from the newest readable checkpoint, and a NaN guard
 that stops with the step and the metric that went non-finite while the last good checkpoint stays on disk.
 
-`train.num_seeds = N > 1` vmaps initialisation, data and step over N independent runs (seeds seed..seed+N-1)
-in one compiled program; run i is the same computation as a single-seed fit with seed `seed + i`.
-`Spec.hyperparams = {name: values [M]}` adds members that differ in optimiser hyperparameters (a learning-rate
-sweep): the M x N runs, ordered member-major (run r = m N + s: hyperparameters m, seed `seed + s`), share one
-compiled program, and each run equals a single fit whose optimiser state holds those hyperparameter values. Batches are
-split over all devices of the mesh (`jit` + `NamedSharding`); state is replicated.
+A fit trains R = M x S runs in one compiled program (`gvlab.train.members`): M members that differ in optimiser
+hyperparameters (`Spec.hyperparams`), model hyperparameters (`Spec.args`, handed to the loss) and/or their own
+dataset (`DataSource.per_member`), times S = `train.num_seeds` seeds, member-major (run r = m S + s). Each run
+equals a single fit with its seed and values; `train.members` chooses whether the runs are vmapped or looped over
+inside the program. Results always carry the run axis (`FitResult.params` leaves are [R, ...]).
+
+Initialisation order (big_vision's): this workdir's newest checkpoint; else `fit(init=...)` (a `FitResult`, a
+parameter pytree or another workdir, `gvlab.train.warm`); else `method.init`. Batches are split over all devices of
+the mesh (`jit` + `NamedSharding`); state is replicated.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import time
 import zlib
 from pathlib import Path
@@ -30,7 +34,9 @@ from gvlab import config as config_lib
 from gvlab.config import TrainConfig
 from gvlab.errors import CheckpointError, ConfigError, NonFiniteError
 from gvlab.rng import run_keys
+from gvlab.train import members as members_lib
 from gvlab.train import parallel
+from gvlab.train import warm
 from gvlab.train.ckpt import Checkpointer
 from gvlab.train.interrupt import deferred_interrupts
 from gvlab.train.metrics import History, MetricsFile, Progress, init_guard, rows_from_metrics, update_guard
@@ -42,17 +48,20 @@ from gvlab.types import Spec
 
 @dataclasses.dataclass
 class FitResult:
-    """What `fit` returns.
+    """What `fit` returns. Every leaf of `state` carries the run axis [R, ...], whatever R is.
 
     Attributes:
-        state: the final `TrainState` (leaves carry a leading seed axis when `num_seeds > 1`).
-        history: every logged row, as written to `metrics.jsonl`.
-        spec: the spec that was fitted (its `method.sample` turns `state.params` into samples).
+        state: the final `TrainState`, leaves [R, ...].
+        history: every logged row, as written to `metrics.jsonl` (rows name their seed, and member when the
+            members differ).
+        spec: the spec that was fitted (its `method.sample` turns `params_of(r)` into samples).
         seeds: the seed of each run.
-        members: the member (hyperparameter index) of each run; all 0 without `spec.hyperparams`.
-        hyperparams: `{name: value of each run}` from `spec.hyperparams` (empty without it).
         workdir: where checkpoints and metrics live, or None for an in-memory fit.
         timing: `compile_s`, `steps_per_s`, `wall_s`, `start_step` (> 0 when resumed).
+        members: the member index of each run (all 0 when the members do not differ).
+        hyperparams: `{name: value of each run}` from `spec.hyperparams` (empty without it).
+        args: `spec.args` laid out over the runs, leaves [R, ...] (None without it).
+        origin: where the state started: "checkpoint" (resumed), "warm start" (`init=`) or "scratch".
     """
 
     state: TrainState
@@ -63,22 +72,34 @@ class FitResult:
     timing: dict[str, float]
     members: tuple[int, ...] = ()
     hyperparams: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    args: Any = None
+    origin: str = "scratch"  # where the state started: "checkpoint", "warm start" or "scratch"
+
+    @property
+    def num_runs(self) -> int:
+        return len(self.seeds)
 
     @property
     def params(self) -> Any:
+        """Parameters of every run, leaves [R, ...]: ready to `vmap` (e.g. through `gvlab.evals`)."""
         return self.state.params
 
     @property
     def stacked_params(self) -> Any:
-        """Parameters with a leading seed axis whatever `num_seeds` (length 1 for one run): ready to `vmap`."""
-        if len(self.seeds) == 1:
-            return jax.tree.map(lambda x: x[None], self.state.params)
+        """Deprecated alias of `params` (which now always carries the run axis)."""
         return self.state.params
 
-    def params_of(self, index: int) -> Any:
-        """Parameters of run `index` (of `seeds`), without the seed axis."""
-        if len(self.seeds) == 1:
-            return self.state.params
+    def params_of(self, run: int) -> Any:
+        """Parameters of run `run` (an index into `seeds`), without the run axis."""
+        return jax.tree.map(lambda x: x[run], self.state.params)
+
+    def runs_of(self, member: int) -> list[int]:
+        """The run indices of member `member` (its S seeds), in seed order."""
+        return [r for r, m in enumerate(self.members) if m == member]
+
+    def member_params(self, member: int) -> Any:
+        """Parameters of member `member`'s runs, leaves [S, ...] (its seeds)."""
+        index = np.asarray(self.runs_of(member))
         return jax.tree.map(lambda x: x[index], self.state.params)
 
 
@@ -113,55 +134,55 @@ def _due(step: int, every: int, total: int) -> bool:
 class _Program:
     """The pure functions of one fit, their inputs, and what their shapes tell before any compute."""
 
-    seeds: tuple[int, ...]
-    members: tuple[int, ...]  # hyperparameter index of each run
-    hyperparams: dict[str, np.ndarray]  # per-run values of the swept hyperparameters (host copies)
-    stacked: bool  # a leading run axis on state, keys, guard and metrics
-    keys: dict[str, jax.Array]  # init/data/train/eval, replicated (stacked over seeds)
-    arrays: Any  # the data source's arrays, replicated
-    init: Any  # (init_key, data_key, arrays, hyperparams) -> TrainState
-    device_hyperparams: Any  # the per-run hyperparameters as the init's last argument
+    members: members_lib.Members
+    stacked: bool  # a leading run axis on state, keys, guard and metrics (R > 1)
+    keys: dict[str, jax.Array]  # init/data/train/eval, replicated (stacked over runs)
+    arrays: Any  # the data source's arrays, replicated (laid out over runs when per member)
+    init: Any  # (init_key, data_key, arrays, hyperparams, args, warm_params) -> TrainState
+    run_inputs: dict[str, Any]  # the per-run hyperparameters and args given to init
     step: Any  # (state, guard, arrays, data_key, train_key) -> (state, guard, metrics)
     evaluate: Any  # (params, eval_key) -> metrics
     abstract_state: Any
+    abstract_params: Any  # of one run
     metric_names: list[str]
     guard: dict[str, jax.Array]
 
-
-def _member_values(spec: Spec) -> tuple[int, dict[str, np.ndarray]]:
-    """(M, {name: float array [M]}) of `spec.hyperparams`; M = 1 and no names without it."""
-    values = {name: np.atleast_1d(np.asarray(v, np.float32)) for name, v in spec.hyperparams.items()}
-    lengths = {name: v.shape for name, v in values.items()}
-    if any(len(shape) != 1 for shape in lengths.values()) or len(set(lengths.values())) > 1:
-        raise ConfigError(f"Spec.hyperparams must be 1-D arrays of one common length, got shapes {lengths}")
-    return (next(iter(values.values())).shape[0] if values else 1), values
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        return self.members.seeds
 
 
 def _build(spec: Spec, train: TrainConfig, mesh, ema_decay: float) -> _Program:
-    num_members, member_values = _member_values(spec)
-    members = tuple(m for m in range(num_members) for _ in range(train.num_seeds))
-    seeds = tuple(train.seed + s for _ in range(num_members) for s in range(train.num_seeds))
-    run_hyperparams = {name: v[np.asarray(members)] for name, v in member_values.items()}
-    stacked = len(seeds) > 1
+    runs = members_lib.resolve(spec, train.seed, train.num_seeds)
+    seeds = runs.seeds
+    stacked = runs.num_runs > 1
     repl = parallel.replicated(mesh)
     step_fn = make_train_step(spec.method, spec.optimizer, ema_decay)
     zero = jnp.zeros((), jnp.int32)
     # One root key per seed, split into named keys; run i of a stacked fit gets exactly the keys of seed i.
     keys = jax.vmap(run_keys)(jnp.asarray(seeds, jnp.uint32)) if stacked else run_keys(seeds[0])
 
-    def init_one(init_key, data_key, arrays, hyperparams):
-        state = init_state(spec.method, spec.optimizer, init_key, spec.data.batch(arrays, data_key, zero), ema_decay)
+    def init_one(init_key, data_key, arrays, hyperparams, args, warm_params):
+        batch = spec.data.batch(arrays, data_key, zero)
+        state = init_state(spec.method, spec.optimizer, init_key, batch, ema_decay, params=warm_params, args=args)
         if hyperparams:  # the member's values live in the optimiser state, so checkpoints carry them
             state = state.replace(opt_state=set_hyperparams(state.opt_state, **hyperparams))
         return state
 
+    def first(tree):
+        return jax.tree.map(lambda x: x[0], tree)
+
     # Shapes first: the batch size check, the metric names and the checkpoint skeleton need no compute.
     one_keys = run_keys(0)
-    one_batch = jax.eval_shape(spec.data.batch, spec.data.arrays, one_keys["data"], zero)
+    data_arrays = members_lib.run_arrays(spec.data.arrays, runs) if runs.data_per_member else spec.data.arrays
+    one_arrays = first(data_arrays) if runs.data_per_member else data_arrays
+    one_batch = jax.eval_shape(spec.data.batch, one_arrays, one_keys["data"], zero)
     for size in {x.shape[0] for x in jax.tree.leaves(one_batch) if x.ndim}:
         parallel.check_divisible(size, mesh)
-    one_hyperparams = {name: v[0] for name, v in run_hyperparams.items()}
-    one_state = jax.eval_shape(init_one, one_keys["init"], one_keys["data"], spec.data.arrays, one_hyperparams)
+    one_hyperparams = {name: v[0] for name, v in runs.hyperparams.items()}
+    one_args = first(runs.args) if runs.args is not None else None
+    one_state = jax.eval_shape(init_one, one_keys["init"], one_keys["data"], one_arrays, one_hyperparams,
+                               one_args, None)
     metric_names = sorted(jax.eval_shape(step_fn, one_state, one_batch, one_keys["train"])[1])
 
     def step_one(state, guard, arrays, data_key, train_key):
@@ -171,21 +192,26 @@ def _build(spec: Spec, train: TrainConfig, mesh, ema_decay: float) -> _Program:
 
     evaluate_one = _make_evaluate(spec)
     guard = init_guard(len(metric_names))
+    data_axis = 0 if runs.data_per_member else None
     if stacked:
-        init_fn = jax.vmap(init_one, in_axes=(0, 0, None, 0))
-        step = jax.vmap(step_one, in_axes=(0, 0, None, 0, 0))
-        evaluate = jax.vmap(evaluate_one)
+        over = functools.partial(members_lib.over_runs, mode=train.members)
+        init_fn = over(init_one, (0, 0, data_axis, 0, 0, 0))
+        step = over(step_one, (0, 0, data_axis, 0, 0))
+        evaluate = over(evaluate_one, (0, 0))
         guard = jax.tree.map(lambda x: jnp.broadcast_to(x, (len(seeds),) + x.shape), guard)
+        run_inputs = {"hyperparams": {name: jnp.asarray(v) for name, v in runs.hyperparams.items()},
+                      "args": runs.args}
     else:
         init_fn, step, evaluate = init_one, step_one, evaluate_one
-    keys, arrays = parallel.put(keys, repl), parallel.put(spec.data.arrays, repl)
-    device_hyperparams = parallel.put(
-        {name: jnp.asarray(v if stacked else v[0]) for name, v in run_hyperparams.items()}, repl)
-    abstract_state = jax.eval_shape(init_fn, keys["init"], keys["data"], arrays, device_hyperparams)
-    return _Program(seeds=seeds, members=members, hyperparams=run_hyperparams, stacked=stacked, keys=keys,
-                    arrays=arrays, init=init_fn, device_hyperparams=device_hyperparams, step=step,
-                    evaluate=evaluate, abstract_state=abstract_state, metric_names=metric_names,
-                    guard=parallel.put(guard, repl))
+        run_inputs = {"hyperparams": one_hyperparams, "args": one_args}
+        data_arrays = one_arrays
+    keys, arrays = parallel.put(keys, repl), parallel.put(data_arrays, repl)
+    run_inputs = parallel.put(run_inputs, repl)
+    abstract_state = jax.eval_shape(init_fn, keys["init"], keys["data"], arrays, run_inputs["hyperparams"],
+                                    run_inputs["args"], None)
+    return _Program(members=runs, stacked=stacked, keys=keys, arrays=arrays, init=init_fn, run_inputs=run_inputs,
+                    step=step, evaluate=evaluate, abstract_state=abstract_state,
+                    abstract_params=one_state.params, metric_names=metric_names, guard=parallel.put(guard, repl))
 
 
 def _step_of(state: TrainState) -> int:
@@ -193,30 +219,50 @@ def _step_of(state: TrainState) -> int:
 
 
 def _restore_or_init(program: _Program, checkpointer: Checkpointer | None, repl, train: TrainConfig,
-                     workdir: Path | None) -> tuple[TrainState, int]:
+                     workdir: Path | None, init: Any) -> tuple[TrainState, int, str]:
+    """The starting state and step, and where they came from: "checkpoint", "warm start" or "scratch"."""
     if checkpointer is not None:
         restored = checkpointer.restore_latest(parallel.abstract_with_sharding(program.abstract_state, repl))
         if restored is not None:
             state, saved_meta = restored
-            if saved_meta.get("seeds") != list(program.seeds):
-                raise CheckpointError(f"checkpoints in {workdir} are for seeds {saved_meta.get('seeds')}, this fit "
-                                      f"uses {list(program.seeds)}; use another workdir")
-            if saved_meta.get("hyperparams", {}) != _jsonable_hyperparams(program.hyperparams):
-                raise CheckpointError(f"checkpoints in {workdir} are for hyperparameters "
-                                      f"{saved_meta.get('hyperparams', {})}, this fit uses "
-                                      f"{_jsonable_hyperparams(program.hyperparams)}; use another workdir")
+            _check_meta(saved_meta, _identity_meta(program), workdir)
             start = _step_of(state)
             if start > train.steps:
                 raise ConfigError(f"{workdir} holds a checkpoint at step {start}, past train.steps={train.steps}")
-            return state, start
-    keys = program.keys
+            return state, start, "checkpoint"
+    warm_params = None
+    if init is not None:
+        warm_params = warm.run_params(init, program.abstract_params, program.members.num_runs)
+        if not program.stacked:
+            warm_params = jax.tree.map(lambda x: x[0], warm_params)
+        warm_params = parallel.put(warm_params, repl)
+    keys, inputs = program.keys, program.run_inputs
     state = jax.jit(program.init, out_shardings=repl)(keys["init"], keys["data"], program.arrays,
-                                                       program.device_hyperparams)
-    return state, 0
+                                                       inputs["hyperparams"], inputs["args"], warm_params)
+    return state, 0, "warm start" if init is not None else "scratch"
 
 
 def _jsonable_hyperparams(hyperparams: dict[str, np.ndarray]) -> dict[str, list[float]]:
     return {name: [float(x) for x in values] for name, values in hyperparams.items()}
+
+
+def _identity_meta(program: _Program) -> dict:
+    """What a checkpoint must agree on to be resumed by this fit (written into every checkpoint's meta)."""
+    runs = program.members
+    meta: dict[str, Any] = {"seeds": list(runs.seeds)}
+    if runs.hyperparams:
+        meta["hyperparams"] = _jsonable_hyperparams(runs.hyperparams)
+    if runs.args is not None:
+        meta["args_crc32"] = members_lib.fingerprint(runs.args)
+    return meta
+
+
+def _check_meta(saved: dict, expected: dict, workdir) -> None:
+    names = {"seeds": "seeds", "hyperparams": "hyperparameters", "args_crc32": "model arguments (Spec.args)"}
+    for key, label in names.items():
+        if (saved.get(key) or None) != (expected.get(key) or None):
+            raise CheckpointError(f"checkpoints in {workdir} are for {label} {saved.get(key)}, this fit uses "
+                                  f"{expected.get(key)}; use another workdir")
 
 
 def fit(
@@ -229,11 +275,12 @@ def fit(
     progress: bool = True,
     label: str = "fit",
     meta: dict | None = None,
+    init: Any = None,
 ) -> FitResult:
     """Train `spec` for `train.steps` steps; resume from `workdir` if it holds a checkpoint.
 
     Args:
-        spec: method, optimiser, data source and evaluations.
+        spec: method, optimiser, data source, evaluations and the per-member inputs.
         train: steps, batch size, seeds and the logging/evaluation/checkpoint intervals.
         workdir: folder for `metrics.jsonl` and `ckpt/`; None trains in memory only.
         mesh: a `("data",)` mesh (default: all devices); the batch is split over it.
@@ -241,30 +288,34 @@ def fit(
         progress: print the progress line to stderr.
         label: name shown on the progress line.
         meta: extra JSON metadata stored with every checkpoint (experiment name, config).
+        init: warm start when `workdir` holds no checkpoint: a `FitResult`, a parameter pytree (with or without
+            a run axis of length 1 or R) or a workdir; the parameters are taken, optimiser state and step start
+            afresh (`gvlab.train.warm`). A checkpoint in `workdir` always wins, so rerunning resumes.
 
     Raises:
         NonFiniteError: a metric became NaN or inf (the message names the first such step and metrics).
-        CheckpointError: the workdir's checkpoints cannot be read or belong to other seeds.
-        ConfigError: the batch does not split over the devices, or the checkpoint is past `train.steps`.
+        CheckpointError: the workdir's checkpoints cannot be read or belong to other seeds, hyperparameters or
+            model arguments.
+        ConfigError: the batch does not split over the devices, the checkpoint is past `train.steps`, the
+            per-member inputs disagree on M, or the warm start does not fit.
     """
     t_start = time.perf_counter()
     mesh = mesh or parallel.data_mesh()
     repl = parallel.replicated(mesh)
     program = _build(spec, train, mesh, ema_decay)
+    runs = program.members
     seeds, keys, arrays = program.seeds, program.keys, program.arrays
     workdir = Path(workdir) if workdir is not None else None
     checkpointer = Checkpointer(workdir / "ckpt", keep=train.keep) if workdir else None
     metrics_file = MetricsFile(workdir / "metrics.jsonl") if workdir else None
-    ckpt_meta = {**(meta or {}), "seeds": list(seeds), "train": config_lib.to_dict(train)}
-    if program.hyperparams:
-        ckpt_meta["hyperparams"] = _jsonable_hyperparams(program.hyperparams)
-    row_members = program.members if program.hyperparams else None
+    ckpt_meta = {**(meta or {}), **_identity_meta(program), "train": config_lib.to_dict(train)}
+    row_members = runs.members if runs.varied else None
 
     def check_guard(guard, last_saved):
         _check_guard(guard, program.metric_names, seeds, last_saved, workdir)
 
     try:
-        state, start = _restore_or_init(program, checkpointer, repl, train, workdir)
+        state, start, origin = _restore_or_init(program, checkpointer, repl, train, workdir, init)
         # Rows after the restored step are recomputed bit for bit; drop them so the file matches an unbroken run.
         history = History(metrics_file.keep_until(start) if metrics_file else [])
         guard = program.guard
@@ -328,8 +379,10 @@ def fit(
         "wall_s": time.perf_counter() - t_start,
         "start_step": float(start),
     }
+    if not program.stacked:  # results always carry the run axis
+        state = jax.tree.map(lambda x: x[None], state)
     return FitResult(state=state, history=history, spec=spec, seeds=seeds, workdir=workdir, timing=timing,
-                     members=program.members, hyperparams=program.hyperparams)
+                     members=runs.members, hyperparams=runs.hyperparams, args=runs.args, origin=origin)
 
 
 def _save_on_interrupt(checkpointer, state, guard, last_saved, ckpt_meta, check_guard) -> None:

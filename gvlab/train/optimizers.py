@@ -15,6 +15,8 @@ Gradients are clipped to global norm `clip_norm` first.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -102,3 +104,31 @@ def set_hyperparams(opt_state, **values):
         raise ConfigError(f"the optimiser has no injected hyperparameter(s) {sorted(missing)}; it has {available} "
                           "(wrap it with optax.inject_hyperparams)")
     return new_state
+
+
+class PartOptimizers(NamedTuple):
+    """Several optimisers, one per top-level part of the parameters, for a custom `Method.step`.
+
+    `init(params) -> {part: tx.init(params[part])}` is what `fit` calls (it is the `Spec.optimizer`), so every
+    part's state lives in `TrainState.opt_state` and is checkpointed and resumed with it. `update(part, grads,
+    opt_state, params)` applies one part's optimiser; the custom step decides when (alternating or simultaneous
+    updates, ascent on one part). Unlike `optax.partition`, the parts may be updated from different losses.
+    """
+
+    parts: dict
+
+    def init(self, params):
+        missing = set(self.parts) - set(params)
+        if missing:
+            raise ConfigError(f"the parameters have no part(s) {sorted(missing)}; they have {sorted(params)}")
+        return {name: tx.init(params[name]) for name, tx in self.parts.items()}
+
+    def update(self, part: str, grads, opt_state: dict, params):
+        """(updates of `part`, the new `opt_state` with that part's state replaced)."""
+        updates, state = self.parts[part].update(grads, opt_state[part], params[part])
+        return updates, {**opt_state, part: state}
+
+
+def by_part(**parts: optax.GradientTransformation) -> PartOptimizers:
+    """`by_part(generator=optax.adam(1e-3), critic=optax.sgd(1e-2))`: one optimiser per parameter part."""
+    return PartOptimizers(parts=dict(parts))
