@@ -110,7 +110,7 @@ def model_config(prob: Problem, solver: str) -> fractional_sde.Config:
 def make_inputs(prob: Problem):
     """(params, per-example keys [B], observations [B, M, D]), identical for every implementation."""
     init_key, last_key, data_key = jax.random.split(jax.random.key(prob.seed), 3)
-    params = fractional_sde.make(model_config(prob, "scan")).init(init_key)
+    params = fractional_sde.make_model(model_config(prob, "scan")).init(init_key)
     last = params["control"]["params"][f"dense_{len(prob.hidden)}"]
     k_kernel, k_bias = jax.random.split(last_key)
     last["kernel"] = 0.5 / math.sqrt(prob.hidden[-1]) * jax.random.normal(k_kernel, last["kernel"].shape)
@@ -126,7 +126,7 @@ def make_inputs(prob: Problem):
 
 
 def jax_loss(prob: Problem, solver: str):
-    model = fractional_sde.make(model_config(prob, solver))
+    model = fractional_sde.make_model(model_config(prob, solver))
     obs_index = jnp.arange(1, prob.num_obs + 1) * prob.obs_every
     context = jnp.zeros((prob.num_steps, 0), jnp.float32)
 
@@ -151,7 +151,7 @@ def jax_step(prob: Problem, solver: str, params, keys, obs):
 def drawn_noise(prob: Problem, keys) -> tuple[np.ndarray, np.ndarray]:
     """The model's own random numbers: increments [B, N, D] and the standard normals of Y_0 [B, D, K].
 
-    Replicates `fractional_sde.make(...).sample` (split the example key into (Y_0 key, noise key)) and
+    Replicates `fractional_sde.make_model(...).sample` (split the example key into (Y_0 key, noise key)) and
     `mafbm.initial_state` (Y_0 = eps @ chol(C)^T); the loss agreement below checks that the replica is exact.
     """
 
@@ -209,7 +209,7 @@ def _t_type1_b_factor(alpha, x):
 
 
 def torch_coefficients(prob: Problem, p: dict):
-    """(gammas, omegas(H), noise scale), as `fractional_sde.make(...).coefficients` for type I."""
+    """(gammas, omegas(H), noise scale), as `fractional_sde.make_model(...).coefficients` for type I."""
     hurst = torch.sigmoid(p["hurst_logit"])
     alpha = hurst + 0.5
     gammas = torch.tensor(prob.gamma_max, dtype=torch.float32) ** torch.linspace(-1.0, 1.0, prob.num_terms)

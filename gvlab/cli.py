@@ -5,6 +5,8 @@
     gvlab run NAME --workdir DIR [--profile P] [--set k=v ...] [--strict]
     gvlab resume WORKDIR [--set k=v ...] [--strict]
     gvlab reproduce NAME|--all [--profile P] [--workdir DIR] [--set k=v ...] [--strict]
+    gvlab sweep NAME --list | --index I [--profile P] [--workdir DIR] [--set k=v ...]
+    gvlab report [RUNS_DIR] [--format md|html] [--output FILE]
 
 Exit codes: 0 when the experiment ran (whatever its claims say; `--strict` makes a failed claim exit 1),
 1 when training failed (non-finite loss) or an experiment crashed, 2 for bad input (unknown name or key, a value
@@ -77,17 +79,29 @@ def _strict_code(outcomes, strict: bool) -> int:
 
 
 def cmd_list(args) -> int:
-    from gvlab import registry
+    from gvlab import manifest, registry
 
     found = registry.names(args.pattern or "*")
-    if not found:
+    records, broken = manifest.scan()
+    errors = {b.module: b.error for b in broken}
+    if args.check:  # import every module on its own: one that raises is listed with its error
+        errors.update(manifest.check_imports())
+    if not found and not errors:
         print(f"no experiment matches {args.pattern!r}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    width = max(len(n) for n in found)
+    by_name = {r.name: r for r in records}
+    width = max([len(n) for n in found] + [10])
     for name in found:
-        entry = registry.entry(name)
-        print(f"{name.ljust(width)}  {entry.summary}  [{len(entry.claims)} claims]")
-    return EXIT_OK
+        record = by_name[name]
+        claims = f"{record.claims} claims" if record.claims >= 0 else "claims"
+        sweep = ", sweep" if record.sweep else ""
+        status = f"  BROKEN: {errors[record.module]}" if record.module in errors else ""
+        print(f"{name.ljust(width)}  {record.summary}  [{claims}{sweep}]{status}")
+    registered = {r.module for r in records}
+    for module, error in sorted(errors.items()):
+        if module not in registered:
+            print(f"{module.ljust(width)}  BROKEN: {error}")
+    return EXIT_FAILED if args.check and errors else EXIT_OK
 
 
 def cmd_show(args) -> int:
@@ -163,7 +177,81 @@ def cmd_reproduce(args) -> int:
     return _strict_code(outcomes, args.strict)
 
 
+def cmd_sweep(args) -> int:
+    from gvlab import registry
+    from gvlab.run import execute_point
+
+    overrides = _parse_sets(args.set)
+    experiment = registry.get(args.name, profile=args.profile, overrides=overrides)
+    if experiment.entry.sweep is None:
+        print(f"error: {args.name} declares no sweep; run it with `gvlab reproduce {args.name}`", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    workdir = Path(args.workdir) if args.workdir else _default_workdir(experiment.name, args.profile, overrides)
+    points = experiment.entry.sweep.points(experiment.config)
+    if args.index is None:  # --list
+        for index, point in enumerate(points):
+            done = (workdir / "points" / str(index) / "point.json").exists()
+            values = " ".join(f"{k}={v}" for k, v in point.items())
+            print(f"{index:4d}  {values}  [{'finished' if done else 'to run'}]")
+        print(f"{len(points)} runs; workdir {workdir}; run one with `gvlab sweep {args.name} --index I"
+              f"{' --profile ' + args.profile if args.profile != 'full' else ''}`, gather with `gvlab reproduce "
+              f"{args.name}`", file=sys.stderr)
+        return EXIT_OK
+    record = execute_point(experiment, args.index, workdir=workdir, progress=not args.quiet)
+    print(json.dumps({"index": record["index"], "point": record["point"],
+                      "workdir": str(workdir / "points" / str(args.index))}))
+    return EXIT_OK
+
+
+def cmd_report(args) -> int:
+    from gvlab.report import index
+
+    reports = index.collect(Path(args.runs))
+    if not reports:
+        print(f"error: no report.json under {args.runs}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if args.format == "html":
+        output = Path(args.output) if args.output else Path(args.runs) / "index.html"
+        index.write_html(reports, output)
+        print(f"wrote {output}")
+    else:
+        text = index.markdown(reports)
+        if args.output:
+            Path(args.output).write_text(text)
+        else:
+            print(text)
+    return EXIT_OK
+
+
 # ------------------------------------------------------------------------------------------------------------------
+
+
+def _quiet_closed_event_loops() -> None:
+    """Orbax's background threads report "Event loop is closed" through `sys.unraisablehook` when a run stops on an
+    unreadable checkpoint; that noise would print before gvlab's own one-line error. Everything else still shows."""
+    previous = sys.unraisablehook
+
+    def hook(unraisable):
+        if isinstance(unraisable.exc_value, RuntimeError) and "Event loop is closed" in str(unraisable.exc_value):
+            return
+        previous(unraisable)
+
+    sys.unraisablehook = hook
+
+
+def _interrupt_message(error: KeyboardInterrupt) -> str:
+    """What an interruption left on disk, truthfully."""
+    from gvlab.errors import Interrupted
+
+    if isinstance(error, Interrupted):
+        if error.workdir is None:
+            return "interrupted; this fit keeps no checkpoints (no workdir), nothing was saved"
+        if error.checkpoint_step is None:
+            return f"interrupted before the first step finished: nothing was checkpointed in {error.workdir}"
+        return (f"interrupted; the state at step {error.checkpoint_step} is checkpointed in {error.workdir}; "
+                "rerun the same command to resume")
+    return ("interrupted before training started: nothing new was checkpointed (earlier checkpoints, if any, are "
+            "untouched); rerun the same command to start or resume")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -181,8 +269,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--quiet", action="store_true", help="no progress lines")
         p.add_argument("--strict", action="store_true", help="exit 1 when a claim fails")
 
-    p = sub.add_parser("list", help="list experiments")
+    p = sub.add_parser("list", help="list experiments (from the sources: nothing is imported)")
     p.add_argument("pattern", nargs="?", help="glob, or a substring (e.g. vae)")
+    p.add_argument("--check", action="store_true",
+                   help="also import every experiment module on its own and name those that fail (exit 1 if any)")
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("show", help="print the resolved config and claims; nothing runs")
@@ -211,6 +301,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", help="default: runs/<name>/<profile>")
     common(p)
     p.set_defaults(func=cmd_reproduce)
+
+    p = sub.add_parser("sweep", help="list the runs of an experiment's declared sweep, or run one of them")
+    p.add_argument("name")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--list", action="store_true", help="print every run with its index and values")
+    which.add_argument("--index", type=int, help="run this one (e.g. $SLURM_ARRAY_TASK_ID) in its own folder")
+    p.add_argument("--workdir", help="the experiment's workdir (default: runs/<name>/<profile>); run i lives in "
+                                     "<workdir>/points/i, and `gvlab reproduce` with the same workdir gathers them")
+    common(p)
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("report", help="the results table of every report.json under a folder (md or html)")
+    p.add_argument("runs", nargs="?", default="results", help="folder searched for report.json (default results)")
+    p.add_argument("--format", choices=["md", "html"], default="md")
+    p.add_argument("--output", help="write here (html default: RUNS/index.html; md default: stdout)")
+    p.set_defaults(func=cmd_report)
     return parser
 
 
@@ -222,11 +328,20 @@ def main(argv: list[str] | None = None) -> int:
     def on_sigterm(signum, frame):  # schedulers pre-empt with SIGTERM: checkpoint and stop like Ctrl-C
         raise KeyboardInterrupt
 
+    signals: list[int] = []
+
+    def on_sigint(signum, frame):  # remembered: a C extension interrupted while loading raises ImportError instead
+        signals.append(signum)
+        raise KeyboardInterrupt
+
     signal.signal(signal.SIGTERM, on_sigterm)
+    signal.signal(signal.SIGINT, on_sigint)
+    _quiet_closed_event_loops()
     from gvlab.errors import GvlabError, NonFiniteError
 
-    _compile_cache(args)
     try:
+        if args.command not in ("list", "show", "report"):  # those compile nothing: keep them free of JAX
+            _compile_cache(args)
         return args.func(args)
     except NonFiniteError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -234,9 +349,14 @@ def main(argv: list[str] | None = None) -> int:
     except GvlabError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("\ninterrupted; the last state was checkpointed; rerun the same command to resume", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print(f"\n{_interrupt_message(e)}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception:
+        if signals:  # the interruption surfaced as another error (an import cut short)
+            print(f"\n{_interrupt_message(KeyboardInterrupt())}", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        raise
 
 
 if __name__ == "__main__":

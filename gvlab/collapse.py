@@ -114,6 +114,15 @@ def cvae_expected_loss(params: dict[str, Array], moments: dict[str, Array], *, b
     kl = (quadratic(w1, w2) + jnp.sum(var)) / eta_enc**2 - jnp.sum(2 * log_sigma) + dz * jnp.log(eta_enc**2) - dz
     return recon + beta * kl, {"cvae/recon": recon, "cvae/kl": kl}
 
+
+def decoder_singular_values(params: dict[str, Array], data=None, key=None) -> dict[str, Array]:
+    """`{"singular_values": [min(dy, dz)]}`: U1's singular values, decreasing (Thm. 2's lambda_i; active: > 0).
+
+    A per-run evaluator (`run.evaluate`) of a linear CVAE's parameters (`cvae_expected_loss`'s layout).
+    """
+    del data, key
+    return {"singular_values": jnp.linalg.svd(params["u1"], compute_uv=False)}
+
 # ----------------------------------------------------------------------------------------------------------------
 # Linear two-latent Markovian HVAE (Dang et al. 2024, its MHVAE theorems, and the official `utils.py`)
 #

@@ -31,3 +31,11 @@ class CheckpointError(GvlabError):
 
 class NonFiniteError(GvlabError, FloatingPointError):
     """Training produced NaN or inf; the message names the step and the metric."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped a fit; `checkpoint_step` is the step now on disk (None: nothing was saved)."""
+
+    def __init__(self, checkpoint_step: int | None, workdir=None):
+        super().__init__(checkpoint_step)
+        self.checkpoint_step, self.workdir = checkpoint_step, workdir

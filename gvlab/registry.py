@@ -2,9 +2,12 @@
 
 An experiment is a function `fn(cfg, run) -> dict[str, float | array]` that fits and evaluates models through
 `run` (a `gvlab.run.Run`) and returns measured numbers. It is registered with its base config (the `full`
-profile), override dicts for the `smoke` and `quick` profiles, and the claims it checks, all fixed before
-anything runs. Experiment modules are imported explicitly by `experiments/__init__.py`; a test checks that the
-list is complete.
+profile), overrides for the `smoke` and `quick` profiles (dicts, or functions of the base config so derived
+fields stay consistent), the claims it checks, all fixed before anything runs, and optionally a `Sweep`: its runs
+declared as data, each runnable on its own (`gvlab sweep NAME --index i`) and gathered by `run.gather()`.
+
+Registration is lazy: `gvlab.manifest` finds every `@experiment` in the experiments package's sources without
+importing them, and `entry(name)` imports only the module that registers `name`.
 
 Examples:
     >>> claim = Claim(statement="IWAE is tighter than the ELBO", metric="iwae_minus_elbo", op=">=", threshold=0.0)
@@ -17,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import fnmatch
-import importlib
 import inspect
 import math
 import operator
@@ -26,7 +28,8 @@ from typing import Any, Callable, Literal, Mapping
 import numpy as np
 
 from gvlab import config as config_lib
-from gvlab.errors import ConfigError, UnknownExperimentError
+from gvlab import manifest
+from gvlab.errors import ConfigError, GvlabError, UnknownExperimentError
 
 PROFILES = ("smoke", "quick", "full")
 _OPS: dict[str, Callable[[float, float], bool]] = {
@@ -88,14 +91,33 @@ class Claim:
 
 
 @dataclasses.dataclass(frozen=True)
+class Sweep:
+    """The runs of an experiment declared as data (disentanglement_lib's `sweep.py`, addressed by index).
+
+    Attributes:
+        points: `points(cfg) -> [dict]`: one JSON-able dict of values per run, in a fixed order (the index).
+        run: `run(cfg, run, point, index) -> results`: one run of the sweep (its fits and evaluations) in its own
+            workdir; the experiment function gathers every run's results with `run.gather()`.
+    """
+
+    points: Callable[[Any], list[dict]]
+    run: Callable[[Any, Any, dict, int], Mapping[str, Any]]
+
+
+class ImportFailedError(GvlabError):
+    """The module that registers an experiment raised on import."""
+
+
+@dataclasses.dataclass(frozen=True)
 class Entry:
-    """A registered experiment: function, base config, profile overrides and claims."""
+    """A registered experiment: function, base config, profile overrides, claims and sweep."""
 
     name: str
     fn: Callable[[Any, Any], Mapping[str, Any]]
     config: Any
-    profiles: Mapping[str, Mapping[str, Any]]
+    profiles: Mapping[str, Any]
     claims: tuple[Claim, ...]
+    sweep: Sweep | None = None
 
     @property
     def summary(self) -> str:
@@ -106,8 +128,13 @@ class Entry:
         """The config of `profile` with `overrides` applied on top (dotted keys, converted to field types)."""
         if profile not in PROFILES:
             raise ConfigError(f"unknown profile {profile!r}; choose from {list(PROFILES)}")
-        cfg = config_lib.override(self.config, self.profiles.get(profile, {}))
+        cfg = config_lib.override(self.config, profile_overrides(self.profiles.get(profile, {}), self.config))
         return config_lib.override(cfg, dict(overrides or {}))
+
+
+def profile_overrides(profile: Any, base: Any) -> dict[str, Any]:
+    """A profile's overrides: a dict as is, or a function of the base config returning one."""
+    return dict(profile(base) if callable(profile) else profile)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,64 +163,76 @@ class Experiment:
 _REGISTRY: dict[str, Entry] = {}
 
 
-def experiment(name: str, *, config: Any, smoke: Mapping[str, Any], quick: Mapping[str, Any] | None = None,
-               full: Mapping[str, Any] | None = None, claims: tuple[Claim, ...] | list[Claim] = ()):
+ProfileOverrides = Mapping[str, Any] | Callable[[Any], Mapping[str, Any]]
+
+
+def experiment(name: str, *, config: Any, smoke: ProfileOverrides, quick: ProfileOverrides | None = None,
+               full: ProfileOverrides | None = None, claims: tuple[Claim, ...] | list[Claim] = (),
+               sweep: Sweep | None = None):
     """Register `fn(cfg, run) -> results` under `name`.
 
     Args:
         name: `family/name`, e.g. `"vae/digits"`.
         config: the base config (a frozen dataclass with a `train: TrainConfig` section).
-        smoke: overrides that make the run take seconds (used by the tests).
-        quick: overrides for a run of about a minute on a CPU.
+        smoke: overrides that make the run take seconds (used by the tests); a dict of dotted keys, or a function
+            of the base config returning one (derived fields then follow the fields they derive from).
+        quick: overrides for a run of minutes on a CPU that reaches the regime the claims are about.
         full: overrides for the run closest to the paper (default: the base config as is).
         claims: the claims the results are checked against.
+        sweep: the experiment's runs as data (`Sweep`); `fn` then gathers them with `run.gather()`.
 
     Raises:
         ValueError: duplicate name, missing `train` section, or profile overrides that do not apply.
     """
     if not hasattr(config, "train"):
         raise ValueError(f"experiment {name!r}: its config must nest a `train: TrainConfig` section")
-    profiles = {"smoke": dict(smoke), "quick": dict(quick or {}), "full": dict(full or {})}
+    profiles = {"smoke": smoke, "quick": quick or {}, "full": full or {}}
     for profile, overrides in profiles.items():  # fail at import, not at the first run of that profile
         try:
-            config_lib.override(config, overrides)
+            config_lib.override(config, profile_overrides(overrides, config))
         except ConfigError as e:
             raise ValueError(f"experiment {name!r}, profile {profile!r}: {e}") from None
 
     def register(fn):
         if name in _REGISTRY and _REGISTRY[name].fn.__qualname__ != fn.__qualname__:
             raise ValueError(f"experiment {name!r} is already registered by {_REGISTRY[name].fn.__module__}")
-        _REGISTRY[name] = Entry(name=name, fn=fn, config=config, profiles=profiles, claims=tuple(claims))
+        _REGISTRY[name] = Entry(name=name, fn=fn, config=config, profiles=profiles, claims=tuple(claims),
+                                sweep=sweep)
         return fn
 
     return register
 
 
-def load_experiments() -> None:
-    """Import the `experiments` package once (it imports every experiment module explicitly)."""
-    module = importlib.import_module("experiments")
-    if not getattr(module, "GVLAB_EXPERIMENTS", False):
-        raise ImportError(
-            f"the module 'experiments' found at {getattr(module, '__file__', '?')} is not gvlab's "
-            "(a folder of that name on your path shadows it); run from another directory"
-        )
-
-
 def names(pattern: str = "*") -> list[str]:
-    """Registered names matching a glob pattern (`"vae/*"`); a pattern without wildcards matches substrings."""
-    load_experiments()
+    """Names in the sources matching a glob (`"vae/*"`); a pattern without wildcards matches substrings.
+
+    Nothing is imported: the names come from `gvlab.manifest`.
+    """
     if not any(c in pattern for c in "*?["):
         pattern = f"*{pattern}*"
-    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+    return sorted(n for n in manifest.records() if fnmatch.fnmatch(n, pattern))
 
 
 def entry(name: str) -> Entry:
-    """The registered entry, or `UnknownExperimentError` suggesting close names."""
-    load_experiments()
+    """The registered entry (importing only its module), or `UnknownExperimentError` suggesting close names.
+
+    Raises:
+        UnknownExperimentError: no module registers `name`.
+        ImportFailedError: the module that registers `name` raised on import (the message names it and the error).
+    """
     if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.5)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise UnknownExperimentError(f"unknown experiment {name!r}{hint} (see `gvlab list`)")
+        found = manifest.records()
+        if name not in found:
+            close = difflib.get_close_matches(name, list(found), n=3, cutoff=0.5)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise UnknownExperimentError(f"unknown experiment {name!r}{hint} (see `gvlab list`)")
+        module = found[name].module
+        try:
+            manifest.import_module(module)
+        except Exception as e:  # an experiment's import error must name the module, not look like gvlab's own
+            raise ImportFailedError(f"experiment {name!r}: importing {module} failed: {type(e).__name__}: {e}") from e
+        if name not in _REGISTRY:
+            raise ImportFailedError(f"experiment {name!r}: {module} was imported but did not register it")
     return _REGISTRY[name]
 
 

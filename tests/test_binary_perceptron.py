@@ -74,18 +74,52 @@ def test_binary_kl_matches_enumeration(key):
 
 
 def test_kl_term_vanishes_at_the_prior(key):
-    """The method's KL term is zero when the posterior equals the previous one, positive once it moves."""
+    """The method's KL term is zero when the posterior equals the prior, positive once it moves."""
     x_key, field_key, noise_key = jax.random.split(key, 3)
-    s, k, p, n = 2, 3, 8, 16
-    x = bp.examples(x_key, p, n)[None].repeat(s, axis=0)
-    previous = jax.random.normal(field_key, (s, k, n))
-    batch = bp.task_batch(x, jnp.ones((s, k, p)), jnp.ones((s, k, p)), previous, jnp.ones((s, k)))
-    method = bp.make(bp.Config())
-    loss = jax.jit(method.loss)  # one program for both checks
-    params = method.init(noise_key, batch)  # init_scale = 0: exactly the previous fields
-    assert float(loss(params, batch, noise_key, jnp.zeros((), jnp.int32))[1]["vcl/kl"]) == 0.0
-    moved = {"field": params["field"] + 0.1 * jax.random.normal(noise_key, (s, k, n))}
-    assert float(loss(moved, batch, noise_key, jnp.zeros((), jnp.int32))[1]["vcl/kl"]) > 1e-3
+    p, n = 8, 16
+    prior = jax.random.normal(field_key, (n,))
+    batch = bp.task_data(bp.examples(x_key, p, n), jnp.ones((p,)), prior)
+    loss = jax.jit(bp.make(bp.Config()).loss)  # one program for both checks
+    step = jnp.zeros((), jnp.int32)
+    assert float(loss({"field": prior}, batch, noise_key, step)[1]["vcl/kl"]) == 0.0
+    moved = {"field": prior + 0.1 * jax.random.normal(noise_key, (n,))}
+    assert float(loss(moved, batch, noise_key, step)[1]["vcl/kl"]) > 1e-3
+
+
+def test_args_weight_the_kl_and_select_the_first_examples(key):
+    """`args`: kl_weight scales the KL term (0: plain continuation) and num_examples = k equals training on the
+    first k examples alone; masking the last k instead is rejected."""
+    x_key, y_key, field_key, prior_key = jax.random.split(key, 4)
+    p, n, k = 12, 10, 5
+    x = bp.examples(x_key, p, n)
+    y = jnp.where(jax.random.bernoulli(y_key, 0.5, (p,)), 1.0, -1.0)
+    prior = jax.random.normal(prior_key, (n,))
+    params = {"field": prior + jax.random.normal(field_key, (n,))}
+    loss = bp.make(bp.Config()).loss
+    step = jnp.zeros((), jnp.int32)
+    full, terms = loss(params, bp.task_data(x, y, prior), key, step)
+    assert float(full) == pytest.approx(float(terms["vcl/nll"] + terms["vcl/kl"]), rel=1e-6)
+    without_kl, terms0 = loss(params, bp.task_data(x, y, prior), key, step, args={"kl_weight": jnp.float32(0.0)})
+    assert float(terms0["vcl/kl"]) == 0.0 and float(without_kl) == pytest.approx(float(terms["vcl/nll"]), rel=1e-6)
+    args = {"kl_weight": jnp.float32(1.0), "num_examples": jnp.int32(k)}
+    first = jax.grad(lambda q: loss(q, bp.task_data(x, y, prior), key, step, args=args)[0])(params)["field"]
+    alone = jax.grad(lambda q: loss(q, bp.task_data(x[:k], y[:k], prior), key, step)[0])(params)["field"]
+    np.testing.assert_allclose(first, alone, rtol=1e-5, atol=1e-6)
+    last = jax.grad(lambda q: loss(q, bp.task_data(x[-k:], y[-k:], prior), key, step)[0])(params)["field"]
+    assert not np.allclose(first, last, rtol=1e-3)  # negative control
+
+
+def test_loss_reports_the_generalisation_error_of_monitored_teachers(key):
+    """`error/<name>` is arccos(R)/pi of the clipped student against each teacher in the batch."""
+    teacher_key, x_key = jax.random.split(key)
+    n = 200
+    teacher = bp.random_teacher(teacher_key, n)
+    student = bp.overlapping_teacher(teacher_key, teacher, 0.5)
+    batch = bp.task_data(bp.examples(x_key, 4, n), jnp.ones((4,)), jnp.zeros((n,)),
+                         {"same": teacher, "half": student})
+    terms = bp.make(bp.Config()).loss({"field": student}, batch, key, jnp.zeros((), jnp.int32))[1]
+    assert float(terms["error/half"]) == 0.0
+    assert float(terms["error/same"]) == pytest.approx(1.0 / 3.0, abs=1e-6)  # R = 0.5 exactly
 
 
 def test_gaussian_field_likelihood_matches_sampled_weights(key):
@@ -102,28 +136,6 @@ def test_gaussian_field_likelihood_matches_sampled_weights(key):
     assert abs(sampled - predicted) < 0.02, (sampled, predicted)
     wrong = float(jax.scipy.stats.norm.cdf(m @ x[0] / jnp.sqrt(jnp.sum(m**2))))
     assert abs(sampled - wrong) > 0.02, (sampled, wrong)
-
-
-def test_stacked_runs_are_independent(key):
-    """The gradient of the summed loss on run (s, k) equals that run's gradient alone: the runs do not couple."""
-    x_key, y_key, field_key = jax.random.split(key, 3)
-    s, k, p, n = 2, 3, 12, 10
-    x = jax.vmap(lambda kk: bp.examples(kk, p, n))(jax.random.split(x_key, s))
-    y = jnp.where(jax.random.bernoulli(y_key, 0.5, (s, k, p)), 1.0, -1.0)
-    batch = bp.task_batch(x, y, jnp.ones((s, k, p)), jax.random.normal(field_key, (s, k, n)),
-                          jnp.asarray([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]]))
-    params = {"field": batch["previous"] + 0.3}
-    method = bp.make(bp.Config())
-
-    def total(p_, b_):
-        return method.loss(p_, b_, key, jnp.zeros((), jnp.int32))[0]
-
-    gradient = jax.jit(jax.grad(total))
-    stacked = gradient(params, batch)["field"]
-    one = {name: value[1:2, 2:3] if value.ndim >= 2 else value[1:2] for name, value in batch.items()}
-    one["x"] = batch["x"][1:2]
-    alone = gradient({"field": params["field"][1:2, 2:3]}, one)["field"]
-    np.testing.assert_allclose(stacked[1, 2], alone[0, 0], rtol=1e-5)
 
 
 def test_metaplasticity_damps_only_updates_towards_a_sign_flip():
@@ -143,14 +155,18 @@ def test_binary_ste_passes_the_gradient_of_the_binary_weights_straight_through(k
     x_key, y_key, w_key = jax.random.split(key, 3)
     k, p, n = 2, 6, 8
     x = bp.examples(x_key, p, n)
-    batch = {"x": x, "y": jnp.where(jax.random.bernoulli(y_key, 0.5, (k, p)), 1.0, -1.0), "mask": jnp.ones((k, p)),
-             "previous": jnp.zeros((k, n)), "kl_weight": jnp.zeros((k,))}
+    y = jnp.where(jax.random.bernoulli(y_key, 0.5, (k, p)), 1.0, -1.0)
     hidden = jax.random.normal(w_key, (k, n))
     cfg = bp.Config(objective="binary_ste")
-    ste = jax.jit(jax.grad(lambda w: jnp.sum(bp.run_objective(cfg, w, batch)[0])))(hidden)
+
+    def nll(w):  # k independent runs, each on its own labels
+        one = lambda w1, y1: bp.objective(cfg, w1, bp.task_data(x, y1, jnp.zeros((n,))), jnp.ones((p,)))[0]  # noqa: E731
+        return jnp.sum(jax.vmap(one)(w, y))
+
+    ste = jax.jit(jax.grad(nll))(hidden)
 
     def probit(binary):
-        margin = batch["y"] * (binary @ x.T) / jnp.sqrt(n)
+        margin = y * (binary @ x.T) / jnp.sqrt(n)
         return -jnp.sum(jax.scipy.special.log_ndtr(margin))
 
     np.testing.assert_allclose(ste, jax.jit(jax.grad(probit))(bp.sign(hidden)), rtol=1e-5)
@@ -161,6 +177,34 @@ def test_binary_ste_passes_the_gradient_of_the_binary_weights_straight_through(k
 def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ConfigError, match="objective"):
         bp.Config(objective="sgd")
-    with pytest.raises(ConfigError, match="previous"):
-        bp.task_batch(jnp.ones((2, 4, 3)), jnp.ones((2, 1, 4)), jnp.ones((2, 1, 4)), jnp.ones((2, 1, 5)),
-                      jnp.ones((2, 1)))
+    with pytest.raises(ConfigError, match="prior"):
+        bp.task_data(jnp.ones((2, 4, 3)), jnp.ones((2, 4)), jnp.ones((2, 5)))
+    with pytest.raises(ConfigError, match="teachers/old"):
+        bp.task_data(jnp.ones((4, 3)), jnp.ones((4,)), jnp.ones((3,)), {"old": jnp.ones((4,))})
+
+
+def test_members_of_one_fit_equal_single_fits(key):
+    """Two members (own task data, own kl_weight and num_examples) in one fit, warm-started from given fields,
+    give each member's single fit."""
+    from gvlab import DataSource, Spec, TrainConfig
+    from gvlab.train import fit
+
+    x_key, y_key, prior_key = jax.random.split(key, 3)
+    m, p, n = 2, 12, 16
+    x = jax.vmap(lambda k: bp.examples(k, p, n))(jax.random.split(x_key, m))
+    y = jnp.where(jax.random.bernoulli(y_key, 0.5, (m, p)), 1.0, -1.0)
+    prior = jax.random.normal(prior_key, (m, n))
+    args = {"kl_weight": jnp.asarray([1.0, 0.0]), "num_examples": jnp.asarray([p, p // 2])}
+    train = TrainConfig(steps=5, batch_size=1, lr=0.05, log_every=5)
+    method = bp.make(bp.Config())
+
+    def spec(data, spec_args, per_member):
+        return Spec(method, optax.adam(train.lr), DataSource(data, lambda a, k, s: a, per_member=per_member),
+                    args=spec_args)
+
+    both = fit(spec(bp.task_data(x, y, prior), args, True), train, progress=False, init={"field": prior})
+    for i in range(m):
+        one = fit(spec(bp.task_data(x[i:i + 1], y[i:i + 1], prior[i:i + 1]), jax.tree.map(lambda v: v[i:i + 1], args),
+                       True), train, progress=False, init={"field": prior[i]})
+        np.testing.assert_allclose(both.params_of(i)["field"], one.params_of(0)["field"], rtol=1e-6, atol=1e-7)
+    assert not np.allclose(both.params_of(0)["field"], both.params_of(1)["field"])  # the members differ

@@ -74,3 +74,14 @@ def test_more_latents_than_outputs_collapse():
     optimum = collapse.cvae_optimum(jnp.diag(jnp.array([2.0, 1.0])), 4, eta_dec=0.5)
     np.testing.assert_array_equal(optimum.collapsed, [False, False, True, True])
     np.testing.assert_allclose(optimum.encoder_std[2:], 1.0)
+
+
+def test_decoder_singular_values_evaluator():
+    # U1 = A diag(s) B^T with orthogonal A, B: the evaluator returns s in decreasing order.
+    rng = np.random.default_rng(0)
+    a, _ = np.linalg.qr(rng.normal(size=(5, 5)))
+    b, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+    s = np.array([0.2, 1.5, 0.0])
+    u1 = a[:, :3] @ np.diag(s) @ b.T
+    out = collapse.decoder_singular_values({"u1": jnp.asarray(u1, jnp.float32)})
+    np.testing.assert_allclose(out["singular_values"], np.sort(s)[::-1], atol=1e-6)

@@ -288,3 +288,29 @@ def test_collapse_grows_with_beta2_and_shrinks_with_beta1():
     by_beta1 = [counts(b, 2.0) for b in betas]
     assert by_beta1 == sorted(by_beta1, reverse=True) and by_beta1[0] > by_beta1[-1]
     assert sum(counts(1.0, b, sigma2=0.5) for b in betas) < sum(learnable)
+
+
+def test_the_experiment_evaluator_reads_the_theory_optimum():
+    """`collapse/linear_hvae`'s per-run evaluator, at the theory's optimal parameters of each beta2 (one run per
+    beta2), counts the theory's collapsed modes and returns its omegas; the objective there is a minimum (a
+    perturbation raises it), and a threshold above every omega counts all modes (negative control)."""
+    import functools
+
+    import gvlab_experiments.collapse.linear_hvae as linear_hvae
+
+    cfg = linear_hvae.Config(dim=8, num_points=2000)
+    second_moment = collapse.uncentred_second_moment(linear_hvae.make_data(cfg, jax.random.key(0)))
+    theory = linear_hvae.theory_of(cfg, second_moment)
+    beta2 = jnp.asarray(cfg.beta2s)
+    for variant in linear_hvae.VARIANTS:
+        def measure(params, threshold=cfg.collapse_threshold, variant=variant):
+            fn = functools.partial(linear_hvae.measure, settings=linear_hvae.settings_of(cfg, variant),
+                                   threshold=threshold)
+            return jax.vmap(fn, in_axes=(0, None, None))({"params": params, "beta2": beta2}, second_moment, None)
+
+        at_optimum = measure(theory[variant]["params"])
+        np.testing.assert_array_equal(at_optimum["counts"], theory[variant]["counts"])
+        np.testing.assert_allclose(at_optimum["omega"], theory[variant]["omega"], atol=1e-5)
+        moved = jax.tree.map(lambda p: p + 0.01, theory[variant]["params"])
+        assert np.all(measure(moved)["loss"] > at_optimum["loss"])
+        assert np.all(measure(theory[variant]["params"], threshold=1e3)["counts"] == cfg.dim)

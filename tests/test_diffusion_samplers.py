@@ -454,3 +454,10 @@ def test_gradients_flow_through_a_sampler():
     m, _ = flow_map(schedule, schedule.t_max, schedule.t_min)
     alpha_t, alpha_0 = _coefficients(schedule, schedule.t_max)[0], _coefficients(schedule, schedule.t_min)[0]
     np.testing.assert_allclose(jacobian, alpha_0 * np.eye(2) - alpha_t * m, atol=0.05)  # the exact flow's
+
+
+def test_gaussian_oracle_error_is_small_and_sees_the_t_min_gap():
+    """`likelihood.gaussian_oracle_error`: the experiment's check; at a large t_min, p_{t_min} is not p_0."""
+    m, cov, x = (jnp.asarray(a, jnp.float32) for a in (MEAN, COV, POINTS))
+    assert float(likelihood.gaussian_oracle_error(SCHEDULES["vp_linear_small_t_min"], m, cov, x)) < 1e-2
+    assert float(likelihood.gaussian_oracle_error(Schedule("vp_linear", t_min=0.2), m, cov, x)) > 0.05

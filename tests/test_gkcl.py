@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
+from gvlab import Spec, TrainConfig, fit
 from gvlab.continual import gkcl, kernels, metrics, tasks
 from gvlab.errors import ConfigError
+from gvlab.evals import evaluate_runs
+from gvlab.train.parallel import data_mesh
 
 
 def _problem(key, n=12, m=5, d=4, c=3):
@@ -128,18 +134,88 @@ def test_task_streams_and_coreset(key):
         gkcl.make_model(gkcl.Config(), "replay", 2, 2)
 
 
-def test_joint_method_equals_separate_variants(key):
-    """The summed loss over variants and seeds has the gradient of each variant on its own (disjoint params)."""
-    cfg = gkcl.Config(hidden=(8,), feature_dim=4, support_per_class=3)
+SMALL = gkcl.Config(hidden=(8,), feature_dim=4, support_per_class=3,
+                    generator=gkcl.vae.Config(latent_dim=2, hidden=(8,), likelihood="bernoulli", prior="learned"))
+TASK_TRAIN = TrainConfig(steps=3, batch_size=8, lr=1e-2, num_seeds=2, log_every=3)
+
+
+def _task_spec(model, stream, task, args=None):
+    source = gkcl.task_source(stream.train[task], task, TASK_TRAIN.batch_size, SMALL.support_per_class)
+    return Spec(gkcl.make(model), optax.adam(TASK_TRAIN.lr), source, args=args)
+
+
+def _fit(spec, workdir=None, init=None, members="vmap"):
+    train = dataclasses.replace(TASK_TRAIN, members=members)
+    return fit(spec, train, workdir, init=init, mesh=data_mesh(1), progress=False)
+
+
+def test_only_the_current_task_ridge_receives_gradient(key):
     stream = tasks.split_digits(train_per_class=6)
-    models = {v: gkcl.make_model(cfg, v, 5, 2) for v in ("kcl", "finetune")}
-    params = {v: jax.vmap(m.init)(jax.random.split(key, 2)) for v, m in models.items()}
-    source = gkcl.task_source(stream.train[1], 1, params, 8, 3)
+    model = gkcl.make_model(SMALL, "kcl", 5, 2)
+    params = model.init(key)
+    source = gkcl.task_source(stream.train[1], 1, 8, 3)
     batch = source.batch(source.arrays, jax.random.fold_in(key, 7), jnp.asarray(0))
-    joint = jax.grad(lambda p: gkcl.make(models).loss(p, batch, key, 0)[0])(params)
-    alone = jax.grad(lambda p: gkcl.make({"kcl": models["kcl"]}).loss(
-        {"kcl": p}, {**batch, "previous": {"kcl": batch["previous"]["kcl"]}}, key, 0)[0])(params["kcl"])
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), joint["kcl"], alone)
-    # only the current task's head and ridge receive gradient
-    assert float(jnp.abs(joint["kcl"]["krr"]["gamma"][:, 0]).max()) == 0.0
-    assert float(jnp.abs(joint["kcl"]["krr"]["gamma"][:, 1]).max()) > 0.0
+    grads = jax.grad(lambda p: gkcl.make(model).loss(p, batch, key, 0)[0])(params)
+    assert float(jnp.abs(grads["krr"]["gamma"][0])) == 0.0
+    assert float(jnp.abs(grads["krr"]["gamma"][1])) > 0.0
+
+
+def test_warm_start_freezes_the_previous_generator_in_extra(tmp_path):
+    """Task 1 starts from task 0's fit and replays from task 0's generator, held unchanged in `state.extra`;
+    a rerun resumes the checkpoint, extra included. Negative control: the trained generator moved away from it."""
+    stream = tasks.split_digits(train_per_class=6)
+    model = gkcl.make_model(SMALL, "gkcl", 5, 2)
+    first = _fit(_task_spec(model, stream, 0))
+    second = _fit(_task_spec(model, stream, 1), tmp_path, init=first)
+    assert first.origin == "scratch" and second.origin == "warm start"
+    previous = first.params["generator"]
+    for x, y in zip(jax.tree.leaves(previous), jax.tree.leaves(second.state.extra["previous"]), strict=True):
+        np.testing.assert_array_equal(x, y)
+    moved = max(float(jnp.abs(x - y).max()) for x, y in zip(jax.tree.leaves(previous),
+                                                             jax.tree.leaves(second.params["generator"])))
+    assert moved > 0
+    resumed = _fit(_task_spec(model, stream, 1), tmp_path, init=first)
+    assert resumed.origin == "checkpoint"
+    for x, y in zip(jax.tree.leaves(second.state), jax.tree.leaves(resumed.state), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("members", ["sequential", "vmap"])
+def test_supcon_members_equal_separate_variant_fits(members):
+    """GKCL and its ablation as members of one fit (`Spec.args` SupCon weights) give the runs of the two variants'
+    own fits, up to float rounding. The KRR offset beta is left out: it shifts every logit alike, so its gradient
+    is zero up to rounding, and Adam scales that rounding noise up to steps of size lr."""
+    stream = tasks.split_digits(train_per_class=6)
+    model = gkcl.make_model(SMALL, "gkcl", 5, 2)
+    joint = _fit(_task_spec(model, stream, 0, args={"supcon_weight": np.asarray([0.1, 0.0], np.float32)}),
+                 members=members)
+    assert joint.members == (0, 0, 1, 1)
+
+    def compared(params):
+        return {**params, "krr": {k: v for k, v in params["krr"].items() if k != "beta"}}
+
+    for m, variant in enumerate(("gkcl", "gkcl_no_supcon")):
+        alone = _fit(_task_spec(gkcl.make_model(SMALL, variant, 5, 2), stream, 0), members=members)
+        for x, y in zip(jax.tree.leaves(compared(joint.member_params(m))), jax.tree.leaves(compared(alone.params)),
+                        strict=True):
+            np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
+    # Negative control: the SupCon weight changed the run.
+    a, b = (jax.tree.leaves(joint.member_params(m)["generator"])[0] for m in (0, 1))
+    assert not np.allclose(a, b)
+
+
+def test_task_accuracies_evaluator_uses_the_coreset_of_each_run(key):
+    stream = tasks.split_digits(train_per_class=6)
+    model = gkcl.make_model(SMALL, "kcl", 5, 2)
+    params = jax.vmap(model.init)(jax.random.split(key, 2))
+    coresets = gkcl.select_coresets(key, stream.train, 2, 2)
+    assert coresets.shape == (2, 5, 4, 64)
+    assert not np.array_equal(np.asarray(coresets[0]), np.asarray(coresets[1]))  # each run its own draw
+    data = {"test_x": stream.test_x, "test_y": stream.test_y, "test_mask": stream.test_mask}
+    evaluator = functools.partial(gkcl.task_accuracies, model=model)
+    scores = evaluate_runs(evaluator, {"params": params, "coreset": coresets}, data, key)
+    assert scores["accuracy"].shape == (2, 5)
+    assert np.all((scores["accuracy"] >= 0) & (scores["accuracy"] <= 1))
+    one = gkcl.task_accuracies({"params": jax.tree.map(lambda x: x[1], params), "coreset": coresets[1]}, data, key,
+                               model=model)
+    np.testing.assert_allclose(scores["accuracy"][1], one["accuracy"], rtol=1e-6)

@@ -1,6 +1,8 @@
 """Oracles of gvlab.inverse: adjoints by the dot-product test, autodiff and explicit matrices; the Gaussian posterior
 by scalar formulas, Gaussian conditioning and Monte Carlo regression; Wiener filtering by exact inversion, by numpy's
-FFT and as the posterior mean of a stationary Gaussian prior; PSNR by its definition.
+FFT and as the posterior mean of a stationary Gaussian prior; PSNR by its definition, the RMS residual at sigma_y;
+noisy measurements and the digit experiments' masks; per-measurement matrix operators (`gvlab.inverse.matrix`) by
+the library operators they are built from, the dot-product test and an unchanged posterior under zero padding.
 
 Images are 6 x 8 (not square, so a swapped H / W fails). Each test calls a few module-level jitted functions (the
 same shapes reuse one program) and checks the results in float64 numpy, which keeps the file to a handful of
@@ -17,7 +19,7 @@ import numpy as np
 import pytest
 
 from gvlab import inverse
-from gvlab.inverse import operators
+from gvlab.inverse import matrix, operators
 
 pytestmark = pytest.mark.usefixtures("strict_dtypes")  # no silent float -> complex or float32 -> float64 promotion
 
@@ -388,3 +390,161 @@ def test_psnr_matches_its_definition():
                                rtol=1e-4)
     # The gradient at identical images is zero, not NaN.
     np.testing.assert_allclose(jax.jit(jax.grad(inverse.psnr))(x, x), 0.0)
+
+
+def test_rms_residual_is_sigma_y_at_the_truth(key):
+    sigma_y = 0.05
+    x_key, mask_key, noise_key = jax.random.split(key, 3)
+    x = jax.random.uniform(x_key, (4000, 8, 8), minval=-1.0, maxval=1.0)
+    op = inverse.Inpainting(operators.box_stripe_masks(mask_key, 1, (8, 8), 4, 2)[0])
+    y = operators.noisy_measurement(op, x, noise_key, sigma_y)
+    rms = jax.jit(lambda op, x, y: jnp.sqrt(jnp.mean(jnp.square(inverse.rms_residual(op, x, y)))))
+    assert abs(float(rms(op, x, y)) / sigma_y - 1.0) < 0.03  # E[RMS^2] = sigma_y^2 (E[RMS] is biased low)
+    # Negative control: averaging over all 64 pixels (the zero-filled ones too) understates the residual.
+    naive = jnp.sqrt(jnp.mean(jnp.square(op.forward(x) - y)))
+    assert abs(float(naive) / sigma_y - 1.0) > 0.1
+    pool = inverse.AveragePool(4)
+    y_sr = operators.noisy_measurement(pool, x, noise_key, sigma_y)
+    assert abs(float(rms(pool, x, y_sr)) / sigma_y - 1.0) < 0.03
+    assert float(rms(pool, x + 0.1, y_sr)) > 1.5 * sigma_y  # a wrong image is caught
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Masks and measurements of the digit experiments; per-measurement matrix operators (gvlab.inverse.matrix)
+
+
+def test_box_stripe_masks_miss_the_centre_box_and_one_full_width_stripe(key):
+    masks = np.asarray(operators.box_stripe_masks(key, 64, (8, 8), box=4, stripe_rows=2))
+    assert masks.shape == (64, 8, 8)
+    assert not masks[:, 2:6, 2:6].any()  # the centre 4 x 4 is always missing
+    starts = []
+    for m in masks:
+        missing_rows = [r for r in range(8) if not m[r].any()]  # full-width missing rows: the stripe
+        runs = [r for r in missing_rows if r - 1 not in missing_rows]
+        assert len(runs) == 1 and len(missing_rows) == 2, missing_rows
+        starts.append(runs[0])
+        outside = np.ones((8, 8), bool)
+        outside[2:6, 2:6] = False
+        outside[missing_rows] = False
+        assert m[outside].all()  # nothing else is missing
+    assert len(set(starts)) >= 4  # the stripe's row is random per mask
+    # Negative control: a box-only mask has no full-width missing row.
+    box_only = np.ones((8, 8), bool)
+    box_only[2:6, 2:6] = False
+    assert not [r for r in range(8) if not box_only[r].any()]
+
+
+def test_noisy_measurement_puts_noise_on_measured_entries_only(key):
+    x = np.asarray(jax.random.uniform(key, (500, *SHAPE)), np.float32)
+    mask = np.asarray(inverse.make_random_inpainting(jax.random.key(3), SHAPE, 0.5).mask)
+    y = np.asarray(operators.noisy_measurement(inverse.Inpainting(jnp.asarray(mask)), x, key, 0.1))
+    assert not y[:, ~mask].any()  # zero-filled, like A x
+    assert abs(np.std(y[:, mask] - x[:, mask]) - 0.1) < 0.005
+    y_sr = np.asarray(operators.noisy_measurement(inverse.AveragePool(2), x, key, 0.1))
+    assert y_sr.shape == (500, 3, 4)
+    pooled = x.reshape(500, 3, 2, 4, 2).mean(axis=(2, 4))
+    assert abs(np.std(y_sr - pooled) - 0.1) < 0.005
+    assert abs(np.std(y_sr - x[:, ::2, ::2]) - 0.1) > 0.02  # negative control: the wrong A x
+
+
+N_MEASURED, S_ROWS = 3, 2
+
+
+@jax.jit
+def _matrix_case(key):
+    x_key, op_key, y_key, m_key = jax.random.split(key, 4)
+    x0 = jax.random.uniform(x_key, (N_MEASURED, *SHAPE), minval=-1.0, maxval=1.0)
+    ops, y = matrix.measure_tasks(x0, op_key, tasks=("inpainting", "sr2", "box"), sigma_y=0.05, keep_fraction=0.5,
+                                  box=2)
+    masks = jax.vmap(lambda k: inverse.make_random_inpainting(k, SHAPE, 0.5).mask)(jax.random.split(m_key, N_MEASURED))
+    sr_a = operators.dense_matrix(inverse.AveragePool(2), SHAPE)  # [12, 48]
+    cov = jnp.eye(48) * 0.3 + 0.1
+    n = N_MEASURED
+    padded = inverse.gaussian_posterior(jnp.zeros(48), cov, ops.matrix[n], y[n].reshape(-1), 0.05).mean
+    exact = inverse.gaussian_posterior(jnp.zeros(48), cov, sr_a, y[n].reshape(-1)[:12], 0.05).mean
+    return x0, ops, y, masks, sr_a, padded, exact, jax.random.normal(y_key, (2, n * S_ROWS, *SHAPE))
+
+
+def test_matrix_operators_act_as_the_library_operators(key):
+    n, s = N_MEASURED, S_ROWS
+    x0, ops, y, masks, sr_a, padded, exact, noise = _matrix_case(key)
+    x0, y, masks, sr_a, (x_rows, y_rows) = (np.asarray(v) for v in (x0, y, masks, sr_a, noise))
+    a, p = np.asarray(ops.matrix), np.asarray(ops.pinv_matrix)
+    assert a.shape == p.shape == (3 * n, 48, 48)
+    # Rows 0..n-1 random inpainting (A = A^+ = diag(mask), 24 of 48 pixels observed), n..2n-1 SR x2 (A zero-padded
+    # to 48 rows), 2n..3n-1 the centre 2 x 2 box (rows 2-3, columns 3-4 of the 6 x 8 image missing).
+    for i in range(n):
+        observed = np.diag(a[i])
+        assert observed.sum() == 24 and np.array_equal(a[i], np.diag(observed)) and np.array_equal(p[i], a[i])
+        np.testing.assert_allclose(a[n + i][:12], sr_a, atol=1e-7)
+        assert not a[n + i][12:].any() and not p[n + i][:, 12:].any()
+        np.testing.assert_allclose(p[n + i][:, :12], 4.0 * sr_a.T, atol=1e-6)  # nearest upsampling
+        box = np.diag(a[2 * n + i]).reshape(SHAPE)
+        assert (box == 0).sum() == 4 and not box[2:4, 3:5].any()
+        # y = A x0 + noise on the measured entries only: the padding and the unobserved pixels stay 0.
+        assert not y[n + i].reshape(-1)[12:].any() and not y[i].reshape(-1)[observed == 0].any()
+        assert 0.01 < np.std(y[n + i].reshape(-1)[:12] - sr_a @ x0[i].reshape(-1)) < 0.15
+    # Masks drawn from another key are other masks: the check above is not vacuous (negative control).
+    assert not np.array_equal(np.diag(a[0]).reshape(SHAPE).astype(bool), masks[0])
+
+    # A solver batch: row i S + s belongs to operator i; the adjoint passes the dot-product test.
+    sr = matrix.MatrixOperators(ops.matrix[n:2 * n], ops.pinv_matrix[n:2 * n])
+    forward = np.asarray(sr.forward(jnp.asarray(x_rows)))
+    expected = np.einsum("nij,nsj->nsi", a[n:2 * n], x_rows.reshape(n, s, 48)).reshape(forward.shape)
+    np.testing.assert_allclose(forward, expected, atol=1e-5)
+    assert _dot_test_gap(forward, y_rows, x_rows, np.asarray(sr.adjoint(jnp.asarray(y_rows)))) < 1e-5
+    np.testing.assert_allclose(sr.gram(jnp.asarray(x_rows)), sr.adjoint(sr.forward(jnp.asarray(x_rows))), atol=1e-6)
+    # Negative control: with the measurements' order reversed, rows meet the wrong operators.
+    shuffled = matrix.MatrixOperators(ops.matrix[:n][::-1], ops.pinv_matrix[:n][::-1])
+    inpaint = matrix.MatrixOperators(ops.matrix[:n], ops.pinv_matrix[:n])
+    assert not np.allclose(shuffled.forward(jnp.asarray(x_rows)), inpaint.forward(jnp.asarray(x_rows)))
+
+    # Zero padding leaves the exact posterior unchanged.
+    np.testing.assert_allclose(padded, exact, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Scores of several solutions per measurement, solve timing, the fitted Gaussian prior
+
+
+def test_psnr_and_accuracy_per_solution_average_over_measurements():
+    from gvlab.probe import LogisticProbe
+
+    reference = np.zeros((2, *SHAPE), np.float32)  # N = 2 measurements
+    errors = np.array([[0.1, 0.01], [0.1, 0.1]], np.float32)  # [N, S]: solution 1 is better on measurement 0 only
+    x = np.broadcast_to(errors[:, :, None, None], (2, 2, *SHAPE))
+    psnr = inverse.metrics.psnr_per_solution(np.stack([x, x + 0.0]), reference, data_range=1.0)  # a leading run axis
+    np.testing.assert_allclose(psnr, [[20.0, 30.0]] * 2, rtol=1e-5)  # (20 + 20) / 2 and (40 + 20) / 2
+    assert not np.allclose(psnr[0], inverse.psnr(x, reference[:, None]).mean(-1))  # not the mean over solutions
+    # A probe that reads the sign of the first pixel: class 1 if positive.
+    d = SHAPE[0] * SHAPE[1]
+    weights = np.zeros((d, 2), np.float32)
+    weights[0] = [-1.0, 1.0]
+    probe = LogisticProbe(jnp.asarray(weights), jnp.zeros(2), jnp.zeros(d), jnp.ones(d))
+    images = np.zeros((3, 2, *SHAPE), np.float32)  # [N, S, H, W]
+    images[:, 0, 0, 0] = [1.0, -1.0, 1.0]  # solution 0 predicts classes 1, 0, 1
+    images[:, 1, 0, 0] = [-1.0, -1.0, -1.0]  # solution 1 predicts 0, 0, 0
+    np.testing.assert_allclose(inverse.metrics.accuracy_per_solution(probe, images, np.array([1, 0, 0])),
+                               [2 / 3, 2 / 3])
+    np.testing.assert_allclose(inverse.metrics.accuracy_per_solution(probe, images, np.array([1, 0, 1])), [1.0, 1 / 3])
+
+
+def test_wall_times_times_each_call_after_one_untimed_call():
+    counts = {"a": 0, "b": 0}
+
+    def call(name):
+        counts[name] += 1
+        return jnp.zeros(())
+
+    times = inverse.metrics.wall_times({"a": lambda: call("a"), "b": lambda: call("b")}, repeats=3)
+    assert counts == {"a": 4, "b": 4} and set(times) == {"a", "b"}
+    assert all(t.shape == (3,) and np.all(t >= 0) for t in times.values())
+
+
+def test_fit_gaussian_is_the_sample_mean_and_covariance():
+    x = np.random.default_rng(5).normal(size=(50, 2, 3))
+    mean, cov = inverse.fit_gaussian(x, jitter=0.5)
+    assert mean.shape == (2, 3) and cov.shape == (6, 6) and mean.dtype == cov.dtype == np.float32
+    np.testing.assert_allclose(mean, x.mean(0), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(cov, np.cov(x.reshape(50, 6), rowvar=False) + 0.5 * np.eye(6), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(cov, np.cov(x.reshape(50, 6), rowvar=False), atol=0.1)  # the jitter is added

@@ -11,7 +11,9 @@ from skimage.metrics import structural_similarity
 
 from gvlab.data.patches import image_patches
 from gvlab.errors import ConfigError
+from gvlab.evals import evaluate_runs
 from gvlab.inverse import lensless
+from gvlab.inverse.metrics import psnr
 from gvlab.inverse.operators import psf_to_origin
 from gvlab.inverse.wiener import wiener_deconvolve
 from gvlab.nn.lensnet import DepthwiseConv3x3, LensNet, upsample2, wiener_skip
@@ -164,3 +166,33 @@ def test_patches_are_deterministic_in_range_and_split():
             image_patches(jax.random.key(0), 4, "train", bad)
     with pytest.raises(ConfigError):
         image_patches(jax.random.key(0), 4, "validation", SIZE)
+
+
+class _Gain:
+    """A stand-in reconstruction network (NHWC in and out, a per-run gain, the fixed PSF added): the evaluator's
+    plumbing without compiling a LensNet (the smoke run of inverse/lensnet applies the real one)."""
+
+    @staticmethod
+    def apply(params, y, psf):
+        return jnp.clip(params["gain"] * y + psf[None, :, :, None], 0, 1)
+
+
+def test_scores_wiener_baseline_and_the_per_run_network_evaluator(camera):
+    psf, cal, x, y = camera
+    other = jnp.clip(x + 0.05 * jax.random.normal(jax.random.key(10), x.shape), 0, 1)
+    scores = jax.jit(lensless.mean_scores)(other, x)
+    assert float(scores["psnr"]) == pytest.approx(float(jnp.mean(psnr(other, x))), rel=1e-5)
+    assert float(scores["ssim"]) == pytest.approx(float(jnp.mean(lensless.ssim(other, x))), rel=1e-5)
+    true, wrong = (lensless.wiener_baseline((y, x), (y, x), h, shown=2) for h in (psf, cal))
+    assert true["shown"].shape == (2, SIZE, SIZE) and float(true["regulariser"]) > 0
+    assert float(true["psnr"]) > float(wrong["psnr"]) + 3  # negative control: the mis-calibrated PSF
+
+    runs = {"gain": jnp.array([1.0, 2.0])}
+    data = {"y": y, "x": x, "psf": jnp.zeros((SIZE, SIZE))}
+    out = evaluate_runs(lensless.make_evaluator(_Gain(), shown=3), runs, data)
+    assert out["psnr"].shape == (2,) and out["shown"].shape == (2, 3, SIZE, SIZE)
+    for r, gain in enumerate((1.0, 2.0)):
+        x_hat = np.clip(gain * np.asarray(y), 0, 1)
+        np.testing.assert_allclose(out["shown"][r], x_hat[:3], atol=1e-6)
+        assert float(out["psnr"][r]) == pytest.approx(float(jnp.mean(psnr(jnp.asarray(x_hat), x))), abs=1e-4)
+    assert out["psnr"][0] != out["psnr"][1]  # each run its own parameters

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import experiments.representations_mean_vs_sampled as mean_vs_sampled
+import gvlab_experiments.representations.mean_vs_sampled as mean_vs_sampled
 from gvlab import registry
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
+from gvlab import Spec, TrainConfig, fit
 from gvlab.train import init_state, make_train_step
 from gvlab.data import pfsm
 from gvlab.dists import DiagNormal, kl_divergence
@@ -69,9 +72,9 @@ def test_pvrnn_kl_is_the_closed_form_normalised_and_weighted(key, strict_dtypes)
                  zip(tr.posterior_mean, tr.posterior_log_scale, tr.prior_mean, tr.prior_log_scale)]
         kl_t = sum(kl_divergence(q, p) / q.loc.shape[-1] for q, p in dists)  # [T], summed over layers
         unnormalised = sum(jnp.sum(kl_divergence(q, p)) for q, p in dists)
-        batch = {"x": jnp.stack([x, -x]), "index": jnp.array([1, 0], jnp.int32),
-                 "meta_prior": jnp.float32(w), "meta_prior_first": jnp.float32(w1)}
-        loss, metrics = method.loss(params, batch, jax.random.key(0), jnp.zeros((), jnp.int32))
+        batch = {"x": jnp.stack([x, -x]), "index": jnp.array([1, 0], jnp.int32)}
+        args = {"meta_prior": jnp.float32(w), "meta_prior_first": jnp.float32(w1)}
+        loss, metrics = method.loss(params, batch, jax.random.key(0), jnp.zeros((), jnp.int32), args=args)
         return terms, tr, kl_t, unnormalised, loss, metrics
 
     terms, tr, kl_t, unnormalised, loss, metrics = compute(params, x)
@@ -88,8 +91,8 @@ def test_pvrnn_kl_is_the_closed_form_normalised_and_weighted(key, strict_dtypes)
     # Negative controls: one weight for all steps, or a KL summed rather than averaged over units, differ.
     assert abs(float(terms["weighted_kl"] - w * np.sum(kl_t))) > 1e-3
     assert abs(float(terms["kl"] - unnormalised)) > 1e-2
-    # The Method averages the sequence losses of the batch, each with its own adaptive vectors; a batch's
-    # meta-prior replaces the config's.
+    # The Method averages the sequence losses of the batch, each with its own adaptive vectors; the meta-prior
+    # in `args` replaces the config's.
     assert set(metrics) >= {"pvrnn/recon", "pvrnn/kl", "pvrnn/weighted_kl", "pvrnn/prior_scale"}
     np.testing.assert_allclose(loss, metrics["pvrnn/recon"] + metrics["pvrnn/weighted_kl"], rtol=1e-5)
 
@@ -255,3 +258,21 @@ def test_pfsm_transitions_labels_and_determinism(key):
     # A pure function of the key.
     np.testing.assert_array_equal(pfsm.sample(key, 5, 40)["x"], pfsm.sample(key, 5, 40)["x"])
     assert not np.allclose(pfsm.sample(key, 5, 40)["x"], pfsm.sample(jax.random.fold_in(key, 1), 5, 40)["x"])
+
+
+def test_a_meta_prior_sweep_in_one_fit_equals_separate_fits(key):
+    """`Spec.args` members (w in the loss) give the numbers of one fit per w with the config's w."""
+    data = pfsm.sample(key, 8, 16)
+    cfg = pvrnn.Config(hidden=(6,), latent=(2,), tau=(2.0,))
+    train = TrainConfig(steps=3, batch_size=8, lr=3e-3, log_every=1, members="sequential")
+    optimizer = pvrnn.make_optimizer(3e-3, 3e-2)
+    source = pvrnn.sequence_source(data["x"])
+    sweep = fit(Spec(pvrnn.make(cfg, 8, 16), optimizer, source, args=pvrnn.meta_prior_args([1e-3, 0.5])), train,
+                progress=False)
+    for m, w in enumerate([1e-3, 0.5]):
+        single = fit(Spec(pvrnn.make(dataclasses.replace(cfg, meta_prior=w), 8, 16), optimizer, source), train,
+                     progress=False)
+        for a, b in zip(jax.tree.leaves(sweep.member_params(m)), jax.tree.leaves(single.params)):
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    w_sigma = [sweep.params_of(r)["weights"]["layer0"]["w_sigma"] for r in (0, 1)]
+    assert not np.allclose(*w_sigma)  # the members differ

@@ -106,8 +106,9 @@ def test_resume_is_bitwise_equal(tmp_path):
 
 
 def test_nan_guard_names_step_and_metric_and_keeps_last_good_checkpoint(tmp_path):
-    spec = regression_spec(nan_from_step=25)
-    with pytest.raises(NonFiniteError, match=r"step 25 \(.*loss.*toy/mse") as info:
+    spec = regression_spec(nan_from_step=25)  # the loss of the step taken from state.step = 25 is NaN
+    # Named as progress and metrics.jsonl count steps: that step's row would be step 26.
+    with pytest.raises(NonFiniteError, match=r"step 26 \(.*loss.*toy/mse") as info:
         fit(spec, TRAIN, tmp_path, progress=False)
     assert "last good checkpoint is step 20" in str(info.value)
     assert Checkpointer(tmp_path / "ckpt", keep=2).steps() == [20]

@@ -141,7 +141,7 @@ def test_learning_rate_members_equal_sequential_runs():
         single_train = TrainConfig(**{**train.__dict__, "seed": seed, "num_seeds": 1})
         single = fit(_members_spec()._replace(optimizer=independent_adamw(
             learning_rates[member], total_steps=12, warmup_steps=2)), single_train, progress=False)
-        for x, y in zip(jax.tree.leaves(swept.params_of(run)), jax.tree.leaves(single.params), strict=True):
+        for x, y in zip(jax.tree.leaves(swept.params_of(run)), jax.tree.leaves(single.params_of(0)), strict=True):
             np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(xent[:, run], single.history.column("loss")[1], rtol=1e-5)
     # Negative control: the two learning rates trained different models.
@@ -168,3 +168,28 @@ def test_set_hyperparams_rejects_unknown_names():
         set_hyperparams(state, learning_rat=0.5)
     with pytest.raises(ConfigError, match="inject_hyperparams"):
         set_hyperparams(optax.sgd(0.1).init({"w": jnp.zeros(2)}), learning_rate=0.5)
+
+
+def test_initial_spec_fit_holds_the_parameters_a_fit_starts_from():
+    """`instability/qk_layernorm` measures l_0 on the parameters of a one-step fit of `initial_spec(spec)`: warm
+    starting the real fit from them reproduces the fit from scratch bitwise (same init keys, zero updates).
+    Negative control: the two seeds start from different parameters."""
+    from gvlab_experiments.instability.qk_layernorm import initial_spec, validation_metrics
+    from gvlab import Spec
+    from gvlab.data.text import window_batches
+    from gvlab.nn.transformer import make_language_model
+
+    corpus = np.arange(400, dtype=np.uint8) % 32
+    spec = Spec(make_language_model(TINY), optax.adam(1e-2), window_batches(corpus, 4, 8))
+    train = TrainConfig(steps=3, batch_size=4, log_every=3, num_seeds=2)
+    start = fit(initial_spec(spec), TrainConfig(**{**train.__dict__, "steps": 1}), progress=False)
+    scratch = fit(spec, train, progress=False)
+    warm = fit(spec, train, init=start, progress=False)
+    assert warm.origin == "warm start"
+    for x, y in zip(jax.tree.leaves(scratch.params), jax.tree.leaves(warm.params), strict=True):
+        np.testing.assert_array_equal(x, y)
+    first, second = (jax.tree.leaves(start.params_of(r))[0] for r in (0, 1))
+    assert not np.allclose(first, second)  # each seed its own start
+    windows = jnp.asarray(corpus[:9 * 3].reshape(3, 9), jnp.int32)
+    metrics = validation_metrics(start.params_of(0), windows, None, model_cfg=TINY)
+    assert float(metrics["xent"]) > 0.5 * np.log(32)  # untrained: near log(vocabulary)

@@ -78,6 +78,23 @@ def test_off_the_posterior_the_elbo_falls_short_by_the_kl(key):
     np.testing.assert_allclose(estimate, log_px, atol=4 * np.sqrt(np.expm1(log_w.var(0).max()) / 20000))
 
 
+def test_kl_per_dimension_evaluator_is_the_closed_form_at_the_exact_posterior(key):
+    # q(z|x) = N(mu(x), diag S) with S the exact posterior variance; per dimension the mean over x of
+    # KL(q || N(0, 1)) = (S_i + mu_i(x)^2 - 1 - log S_i) / 2.
+    params, x, _, post_var = _linear_vae()
+    mu = np.asarray(vae.make_model(LINEAR, (P,)).encode(params, x).loc)
+    expected = np.mean(0.5 * (post_var[None] + mu**2 - 1.0 - np.log(post_var[None])), axis=0)
+    out = vae.kl_per_dimension(params, {"x": x}, key, cfg=LINEAR, image_shape=(P,))
+    np.testing.assert_allclose(out["kl"], expected, rtol=1e-4, atol=1e-6)
+    # Negative control: a dimension whose posterior is the prior has zero KL (collapsed).
+    collapsed = jax.tree.map(jnp.copy, params)
+    dense = collapsed["encoder"]["params"]["dense_0"]
+    dense["kernel"] = dense["kernel"].at[:, [0, D]].set(0.0)
+    dense["bias"] = dense["bias"].at[jnp.array([0, D])].set(0.0)
+    kl = np.asarray(vae.kl_per_dimension(collapsed, {"x": x}, key, cfg=LINEAR, image_shape=(P,))["kl"])
+    assert abs(kl[0]) < 1e-6 and np.all(kl[1:] > 0.01)
+
+
 def _fold_condition(net_params, c0, inputs):
     """VAE parameters equal to a CVAE's first layer with the condition c0 folded into the bias."""
     dense = net_params["params"]["dense_0"]

@@ -17,16 +17,19 @@ Every variant shares a feature extractor h (an MLP with L2-normalised output) tr
 * `"finetune"`: per-task linear heads on h, no memory (the lower baseline).
 
 The cVAE works in input space (the notes' mini-experiment; the paper's choice is unverified) and reuses
-`gvlab.models.vae.make_model`. Seeds are stacked inside the parameters (a leading axis S): a continual fit starts
-from the previous task's parameters, which travel as an array argument (`DataSource.arrays["previous"]`) together
-with the frozen generator, so every task of a stream runs the same compiled program; `make` trains all variants
-of a stream in that one program.
+`gvlab.models.vae.make_model`. `make(model)` is one run's `Method`; a stream is one fit per task, each started from
+the previous task's fit (`fit(init=previous)`, seeds as runs). The frozen generator that replay draws from is the
+generator the fit starts from, kept in `TrainState.extra` (`Method.init_extra`): checkpointed with the run, never
+trained. GKCL and GKCL without SupCon differ only in the SupCon weight, so they can be members of one fit
+(`Spec.args = {"supcon_weight": [M]}`). The task index travels as an array (`task_source`), so every task of a
+stream runs the same compiled program.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Literal, Mapping, NamedTuple
+import functools
+from typing import Any, Callable, Literal, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -95,7 +98,7 @@ def supervised_contrastive_loss(embeddings: Float[Array, "B d"], labels: Int[Arr
 
 
 class ContinualModel(NamedTuple):
-    """The pure functions of one seed's model (no seed axis).
+    """The pure functions of one run's model (no run axis).
 
     Attributes:
         init: `(key) -> params` with `extractor`, `krr` (raw lambda, gamma, beta per task), `heads`, `generator`.
@@ -104,8 +107,12 @@ class ContinualModel(NamedTuple):
         generate_support: `(generator_params, key, task) -> (x [C m, 64], labels [C m])`, m = support_per_class.
         logits: `(params, x, task, support_x, support_labels) -> [B, C]` for task `task` (support unused by
             fine-tuning).
-        loss: `(params, batch, key) -> (scalar, terms)` for one seed.
-        accuracy: `(params, key, task, x [N, 64], labels [N], mask [N], coreset [T, C k, 64]) -> scalar`.
+        loss: `(params, batch, key, previous=None, supcon_weight=None) -> (scalar, terms)` for one run; `previous`
+            is the frozen generator replay draws from (generative variants), `supcon_weight` overrides the
+            variant's SupCon weight (a member's value, `Spec.args`).
+        accuracy: `(params, key, task, x [N, 64], labels [N], mask [N], coreset [T, C k, 64] | None) -> scalar`;
+            the coreset is KCL's test-time support (GKCL generates its own, fine-tuning needs none).
+        generative: whether the variant has a generator (GKCL) or not (KCL, fine-tuning).
     """
 
     init: Callable[[PRNGKey], Params]
@@ -115,6 +122,7 @@ class ContinualModel(NamedTuple):
     logits: Callable[..., Array]
     loss: Callable[..., tuple[Array, dict]]
     accuracy: Callable[..., Array]
+    generative: bool
 
 
 def make_model(cfg: Config, variant: Variant, num_tasks: int, num_classes: int, input_dim: int = 64
@@ -128,7 +136,7 @@ def make_model(cfg: Config, variant: Variant, num_tasks: int, num_classes: int, 
     extractor = MLP(tuple(cfg.hidden) + (cfg.feature_dim,))
     generator = vae.make_model(cfg.generator, (input_dim,), condition_dim=num_tasks + num_classes)
     generative = variant in ("gkcl", "gkcl_no_supcon")
-    supcon_weight = cfg.supcon_weight if variant == "gkcl" else 0.0
+    default_supcon_weight = cfg.supcon_weight if variant == "gkcl" else 0.0
     support_labels = jnp.repeat(jnp.arange(num_classes), cfg.support_per_class)
 
     def init(key: PRNGKey) -> Params:
@@ -167,7 +175,7 @@ def make_model(cfg: Config, variant: Variant, num_tasks: int, num_classes: int, 
         return krr_logits(kernel_fn, features(params, support_x), jax.nn.one_hot(labels, num_classes), h,
                           krr["regulariser"][task], krr["gamma"][task], krr["beta"][task])
 
-    def generator_loss(params: Params, previous: Params, x, y, task, key: PRNGKey):
+    def generator_loss(params: Params, previous: Params, x, y, task, key: PRNGKey, supcon_weight):
         """-ELBO on real task-t images and on replayed images of tasks < t from the frozen previous cVAE."""
         real_key, pick_key, replay_key, replay_elbo_key = jax.random.split(key, 4)
         c = condition(jnp.full(y.shape, task), y)
@@ -183,7 +191,7 @@ def make_model(cfg: Config, variant: Variant, num_tasks: int, num_classes: int, 
         loss = -real_elbo - replay_on * replay_elbo + supcon_weight * supcon
         return loss, {"generator/elbo": real_elbo, "generator/replay_elbo": replay_elbo, "generator/supcon": supcon}
 
-    def loss(params: Params, batch: Batch, key: PRNGKey):
+    def loss(params: Params, batch: Batch, key: PRNGKey, previous: Params | None = None, supcon_weight=None):
         task, x, y = batch["task"], batch["x"], batch["y"]
         support_key, generator_key = jax.random.split(key)
         support_x = batch["support_x"]
@@ -195,15 +203,19 @@ def make_model(cfg: Config, variant: Variant, num_tasks: int, num_classes: int, 
         terms = {"classifier/ce": ce, "classifier/accuracy": jnp.mean(jnp.argmax(out, -1) == y)}
         total = ce
         if generative:
-            previous = jax.lax.stop_gradient(batch["previous"]["generator"])
-            generator_total, generator_terms = generator_loss(params["generator"], previous, x, y, task,
-                                                              generator_key)
+            if previous is None:
+                raise ValueError(f"variant {variant!r} replays from a frozen generator: pass `previous`")
+            weight = default_supcon_weight if supcon_weight is None else supcon_weight
+            generator_total, generator_terms = generator_loss(params["generator"], jax.lax.stop_gradient(previous),
+                                                              x, y, task, generator_key, weight)
             total, terms = total + generator_total, {**terms, **generator_terms}
         return total, terms
 
     def accuracy(params: Params, key: PRNGKey, task, x, labels, mask, coreset):
         if generative:
             support_x, support_y = generate_support(params["generator"], key, task)
+        elif variant == "finetune":  # per-task heads: no support set
+            support_x = support_y = None
         else:
             support_x = coreset[task]
             support_y = jnp.repeat(jnp.arange(num_classes), support_x.shape[0] // num_classes)
@@ -211,61 +223,86 @@ def make_model(cfg: Config, variant: Variant, num_tasks: int, num_classes: int, 
         return jnp.sum(correct) / jnp.maximum(jnp.sum(mask), 1)
 
     return ContinualModel(init=init, features=features, condition=condition, generate_support=generate_support,
-                          logits=logits, loss=loss, accuracy=accuracy)
+                          logits=logits, loss=loss, accuracy=accuracy, generative=generative)
 
 
-def make(models: Mapping[str, ContinualModel]) -> Method:
-    """Several continual models (variants) as one `Method`, each over seeds stacked inside its parameters.
+def make(model: ContinualModel) -> Method:
+    """One run of a continual model as a `Method` (seeds and members are the runs of a fit).
 
-    Parameters are `{variant: params with a leading seed axis S}`. `init(key, batch)` returns `batch["previous"]`:
-    every task starts from the previous task's parameters (the first from `jax.vmap(model.init)` outside the fit).
-    The loss is the sum of every variant's and seed's loss on the shared batch; their parameters are disjoint and
-    Adam is coordinate-wise, so each (variant, seed) gets exactly the update of its own fit, while one compiled
-    program serves all of them (and they see the same batches: common random numbers). Terms are averaged over
-    seeds and reported as `<variant>/<term>`.
+    `init(key, batch)` draws fresh parameters; a task after the first starts from the previous task's fit instead
+    (`fit(init=previous_fit)`). Generative variants keep the frozen generator replay draws from in
+    `TrainState.extra = {"previous": generator}`: `init_extra` copies the generator the fit starts from (the
+    previous task's; task 0 replays nothing), and the loss hands it back unchanged. With `Spec.args =
+    {"supcon_weight": [M]}` each member uses its own SupCon weight (GKCL and its ablation in one program).
     """
 
     def init(key: PRNGKey, batch: Batch) -> Params:
-        return jax.tree.map(jnp.copy, batch["previous"])
+        del batch  # the shapes are fixed by the model
+        return model.init(key)
 
-    def loss(params: Params, batch: Batch, key: PRNGKey, step: jax.Array):
-        num_seeds = batch["x"].shape[0]
-        total, terms = jnp.zeros(()), {}
-        for i, (name, model) in enumerate(models.items()):
-            seed_batch = {**batch, "previous": batch["previous"][name]}
-            keys = jax.random.split(jax.random.fold_in(key, i), num_seeds)
-            values, variant_terms = jax.vmap(model.loss)(params[name], seed_batch, keys)
-            total = total + jnp.sum(values)
-            terms.update({f"{name}/{term}": jnp.mean(v) for term, v in variant_terms.items()})
-        return total, terms
+    def supcon_weight(args):
+        return None if args is None else args["supcon_weight"]
 
-    return Method(init=init, loss=loss)
+    if not model.generative:
+        def loss(params: Params, batch: Batch, key: PRNGKey, step: jax.Array, args: Any = None):
+            return model.loss(params, batch, key, supcon_weight=supcon_weight(args))
+
+        return Method(init=init, loss=loss)
+
+    def init_extra(key: PRNGKey, batch: Batch, params: Params) -> dict:
+        del key, batch
+        return {"previous": jax.tree.map(jnp.copy, params["generator"])}
+
+    def generative_loss(params: Params, batch: Batch, key: PRNGKey, step: jax.Array, args: Any = None,
+                        extra: Any = None):
+        total, terms = model.loss(params, batch, key, previous=extra["previous"], supcon_weight=supcon_weight(args))
+        return total, terms, extra
+
+    return Method(init=init, loss=generative_loss, init_extra=init_extra)
 
 
-def task_source(train: Float[Array, "C n D"], task: int, previous: Params, batch_size: int,
-                support_per_class: int) -> DataSource:
-    """Task `task`'s data for a seed-stacked fit: per seed and step, a uniform batch of (class, image) pairs and a
-    class-balanced support draw without replacement; `previous` (stacked parameters) rides along."""
-    num_seeds = jax.tree.leaves(previous)[0].shape[0]  # every variant has the same seed axis
+def task_source(train: Float[Array, "C n D"], task: int, batch_size: int, support_per_class: int) -> DataSource:
+    """Task `task`'s data for one run: a uniform batch of (class, image) pairs and a class-balanced support draw
+    without replacement, `{"x": [B, D], "y": [B], "support_x": [C m, D], "task": int32 []}`.
+
+    The draw depends on the data key only, not on the step: every step of a task sees the same batch and support
+    set (the behaviour the experiment's numbers were produced with).
+    """
     num_classes, per_class = train.shape[0], train.shape[1]
     if support_per_class > per_class:
         raise ConfigError(f"support_per_class={support_per_class} exceeds the {per_class} images per class")
-    arrays = {"train": train, "task": jnp.asarray(task, jnp.int32), "previous": previous}
+    arrays = {"train": train, "task": jnp.asarray(task, jnp.int32)}
 
-    def one_seed(train, key):
+    def batch(arrays, key, step):
+        del step
+        train = arrays["train"]
         class_key, image_key, support_key = jax.random.split(key, 3)
         label = jax.random.randint(class_key, (batch_size,), 0, num_classes)
         image = jax.random.randint(image_key, (batch_size,), 0, per_class)
         order = jnp.argsort(jax.random.uniform(support_key, (num_classes, per_class)), axis=-1)
         support = jnp.take_along_axis(train, order[:, :support_per_class, None], axis=1)
-        return train[label, image], label, support.reshape(-1, train.shape[-1])
-
-    def batch(arrays, key, step):
-        x, y, support_x = jax.vmap(one_seed, (None, 0))(arrays["train"], jax.random.split(key, num_seeds))
-        return {"x": x, "y": y, "support_x": support_x, "task": jnp.full((num_seeds,), arrays["task"]),
-                "previous": arrays["previous"]}
+        return {"x": train[label, image], "y": label, "support_x": support.reshape(-1, train.shape[-1]),
+                "task": arrays["task"]}
 
     return DataSource(arrays=arrays, batch=batch)
+
+
+def task_accuracies(run: Mapping[str, Any], data: Mapping[str, Array], key: PRNGKey, *,
+                    model: ContinualModel) -> dict[str, Array]:
+    """Evaluator (`gvlab.evals`): one run's test accuracy on every task, `{"accuracy": [T]}`.
+
+    Args:
+        run: `{"params": ..., "coreset": [T, C k, D]}` of one run (the coreset only for KCL, whose support at test
+            time it is; zeros for tasks not learned yet).
+        data: the stream's test split, `{"test_x": [T, N, D], "test_y": [T, N], "test_mask": [T, N]}`.
+        key: generation key (GKCL's supports); task t uses `split(key, T)[t]`.
+        model: the continual model (bind it with `functools.partial`).
+    """
+    num_tasks = data["test_x"].shape[0]
+    accuracy = jax.vmap(model.accuracy, (None, 0, 0, 0, 0, 0, None))(
+        run["params"], jax.random.split(key, num_tasks), jnp.arange(num_tasks), data["test_x"], data["test_y"],
+        data["test_mask"], run.get("coreset"))
+    return {"accuracy": accuracy}
 
 
 def select_coreset(key: PRNGKey, train: Float[Array, "C n D"], per_class: int) -> Float[Array, "Ck D"]:
@@ -274,8 +311,24 @@ def select_coreset(key: PRNGKey, train: Float[Array, "C n D"], per_class: int) -
     return jnp.take_along_axis(train, order[..., None], axis=1).reshape(-1, train.shape[-1])
 
 
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def select_coresets(key: PRNGKey, train: Float[Array, "T C n D"], per_class: int,
+                    num_runs: int) -> Float[Array, "R T Ck D"]:
+    """KCL's stored coresets of every run and task: task t's draw uses `fold_in(key, t)`, split over the runs.
+
+    A coreset is drawn after its task is learned, but the draw does not depend on the parameters, so all are
+    drawn at once (one compiled program rather than one dispatch per task).
+    """
+    def one_task(task_train, t):
+        keys = jax.random.split(jax.random.fold_in(key, t), num_runs)
+        return jax.vmap(select_coreset, (0, None, None))(keys, task_train, per_class)
+
+    per_task = jax.vmap(one_task, out_axes=1)(train, jnp.arange(train.shape[0]))
+    return per_task
+
+
 def generator_floats(params: Params) -> int:
-    """Floats GKCL keeps instead of exemplars: the whole cVAE (encoder, decoder, prior network)."""
+    """Floats GKCL keeps instead of exemplars: the whole cVAE (encoder, decoder, prior network) of one run."""
     return int(sum(x.size for x in jax.tree.leaves(params["generator"])))
 
 

@@ -68,6 +68,13 @@ def eight_gaussians(radius: float = 2.0, std: float = 0.1, num_modes: int = 8, m
                    labels=jnp.asarray(np.arange(num_modes) // modes_per_class, jnp.int32))
 
 
+def astype(spec: Mixture, dtype) -> Mixture:
+    """The mixture with its floating arrays (means, std, weights) in `dtype`; labels stay integers. For float64,
+    call inside `jax.enable_x64(True)`."""
+    return spec._replace(means=jnp.asarray(spec.means, dtype), std=jnp.asarray(spec.std, dtype),
+                         weights=jnp.asarray(spec.weights, dtype))
+
+
 def num_classes(spec: Mixture) -> int:
     """The number of classes, `max(labels) + 1` (concrete arrays only: call outside `jit`)."""
     return int(jnp.max(spec.labels)) + 1

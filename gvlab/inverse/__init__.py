@@ -1,12 +1,16 @@
 """Linear inverse problems y = A x + n: measurement operators, the exact Gaussian-prior posterior, Wiener filtering.
 
 Modules: `operators` (identity, random / box inpainting, average-pool super-resolution, FFT circular convolution;
-`dense_matrix`, `gaussian_noise`), `gaussian` (the exact posterior of a Gaussian prior and its sampler: the oracle
-of RED-Diff, DPS and FLAIR), `wiener` (pixel- and feature-space Wiener deconvolution, LensNet), `lensless` (a simulated lensless camera, SSIM, the tuned Wiener baseline), `metrics` (PSNR), `solvers` (DPS, RED-Diff and
-FLAIR on one regularised step, and the exact model of a Gaussian prior for oracle checks).
+`dense_matrix`, `gaussian_noise`, `noisy_measurement`), `matrix` (per-measurement operators as explicit matrices:
+many kinds of problem in one solver batch), `gaussian` (the exact posterior of a Gaussian prior and its sampler: the
+oracle of RED-Diff, DPS and FLAIR), `wiener` (pixel- and feature-space Wiener deconvolution, LensNet), `lensless` (a
+simulated lensless camera, SSIM, the tuned Wiener baseline), `metrics` (PSNR, RMS residual, the jitted classifier
+fit), `solvers` (DPS, RED-Diff and FLAIR on one regularised step, and the exact model of a Gaussian prior for oracle
+checks).
 """
 
 from gvlab.inverse.gaussian import GaussianPosterior as GaussianPosterior
+from gvlab.inverse.gaussian import fit_gaussian as fit_gaussian
 from gvlab.inverse.gaussian import gaussian_posterior as gaussian_posterior
 from gvlab.inverse.gaussian import sample_gaussian as sample_gaussian
 from gvlab.inverse.gaussian import sample_posterior as sample_posterior
@@ -17,8 +21,14 @@ from gvlab.inverse.lensless import miscalibrate as miscalibrate
 from gvlab.inverse.lensless import reconstruction_loss as reconstruction_loss
 from gvlab.inverse.lensless import ssim as ssim
 from gvlab.inverse.lensless import wiener_reconstruct as wiener_reconstruct
+from gvlab.inverse.matrix import MatrixOperators as MatrixOperators
+from gvlab.inverse.matrix import matrix_form as matrix_form
+from gvlab.inverse.matrix import measure_tasks as measure_tasks
+from gvlab.inverse.metrics import fit_classifier as fit_classifier
 from gvlab.inverse.metrics import psnr as psnr
+from gvlab.inverse.metrics import rms_residual as rms_residual
 from gvlab.inverse.operators import AveragePool as AveragePool
+from gvlab.inverse.operators import box_stripe_masks as box_stripe_masks
 from gvlab.inverse.operators import Convolution as Convolution
 from gvlab.inverse.operators import Identity as Identity
 from gvlab.inverse.operators import Inpainting as Inpainting
@@ -28,6 +38,7 @@ from gvlab.inverse.operators import gaussian_noise as gaussian_noise
 from gvlab.inverse.operators import make_box_inpainting as make_box_inpainting
 from gvlab.inverse.operators import make_convolution as make_convolution
 from gvlab.inverse.operators import make_random_inpainting as make_random_inpainting
+from gvlab.inverse.operators import noisy_measurement as noisy_measurement
 from gvlab.inverse.operators import psf_to_origin as psf_to_origin
 from gvlab.inverse.wiener import feature_wiener as feature_wiener
 from gvlab.inverse.wiener import wiener_deconvolve as wiener_deconvolve

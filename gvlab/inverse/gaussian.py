@@ -22,6 +22,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy.linalg import cho_factor, cho_solve
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
@@ -38,6 +39,14 @@ class GaussianPosterior(NamedTuple):
     mean: Float[Array, "*batch D"]
     cov: Float[Array, "D D"]
     gain: Float[Array, "D M"]
+
+
+def fit_gaussian(x: np.ndarray, jitter: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """A Gaussian prior fitted to data: (the sample mean `x.shape[1:]`, the sample covariance + jitter I `[D, D]`) of
+    examples `x` `[N, ...]`, computed in float64 numpy (`np.cov`, N - 1 normalisation) and returned as float32."""
+    flat = np.asarray(x).reshape(len(x), -1).astype(np.float64)
+    cov = np.cov(flat, rowvar=False) + jitter * np.eye(flat.shape[1])
+    return flat.mean(0).reshape(np.shape(x)[1:]).astype(np.float32), cov.astype(np.float32)
 
 
 def gaussian_posterior(prior_mean: Float[ArrayLike, " D"], prior_cov: Float[ArrayLike, "D D"],

@@ -16,6 +16,8 @@ Bai et al. 2025 (LensNet, IJCAI) reconstruct x from a lensless capture y = h (*)
   (tested to 1e-4), which filters with reflection and then crops the 5-pixel border that reflection touched.
 * `reconstruction_loss`: LensNet's objective without its LPIPS term (`train.py`: MSE + 0.2 (1 - SSIM) + 0.2
   LPIPS; LPIPS needs pretrained AlexNet weights, unavailable offline).
+* Evaluation: `mean_scores` (mean PSNR and SSIM of a set), `wiener_baseline` (the tuned classical Wiener method)
+  and `make_evaluator` (a network's per-run evaluator for `run.evaluate`).
 
     >>> x = jnp.linspace(0.0, 1.0, 256).reshape(16, 16)
     >>> round(float(ssim(x, x)), 6)
@@ -186,3 +188,35 @@ def best_wiener_regulariser(y: Float[Array, "N H W"], x: Float[Array, "N H W"], 
     scores = wiener_psnr_grid(y, x, psf, jnp.asarray(regularisers, jnp.float32))
     return float(jnp.asarray(regularisers)[int(jnp.argmax(scores))])
 
+
+
+def mean_scores(x_hat: Float[Array, "N H W"], x: Float[Array, "N H W"]) -> dict[str, Float[Array, ""]]:
+    """Mean per-image PSNR (dB, `gvlab.inverse.metrics.psnr`) and SSIM (`ssim`) of reconstructions of a set."""
+    return {"psnr": jnp.mean(psnr(x_hat, x)), "ssim": jnp.mean(ssim(x_hat, x))}
+
+
+def wiener_baseline(fit: tuple[Array, Array], test: tuple[Array, Array], psf: Float[Array, "H W"],
+                    shown: int = 6) -> dict[str, Array]:
+    """Classical Wiener deconvolution as a tuned baseline: the regulariser grid-searched on `fit = (y, x)`
+    (`best_wiener_regulariser`), then `mean_scores` on `test = (y, x)`, and the first `shown` reconstructions."""
+    regulariser = best_wiener_regulariser(*fit, psf)
+    x_hat = wiener_reconstruct(test[0], psf, regulariser)
+    return {"regulariser": np.asarray(regulariser), **mean_scores(x_hat, test[1]), "shown": x_hat[:shown]}
+
+
+def make_evaluator(network, shown: int = 6):
+    """The per-run evaluator (`gvlab.evals`) of a reconstruction network on a lensless test set.
+
+    `evaluate(params, data, key) -> {"psnr", "ssim", "shown"}` reconstructs `data["y"]` `[N, H, W]` with
+    `network.apply(params, y[..., None], data.get("psf"))` (a `gvlab.nn.lensnet.LensNet`: NHWC, an optional fixed
+    PSF), scores it against `data["x"]` with `mean_scores` and keeps the first `shown` reconstructions (for
+    figures). The key is unused. Build one per network and pass the network's settings to `run.evaluate`'s
+    `extra=`, since they are not arrays the cache can see.
+    """
+
+    def evaluate(params, data, key):
+        del key
+        x_hat = network.apply(params, data["y"][..., None], data.get("psf"))[..., 0]
+        return {**mean_scores(x_hat, data["x"]), "shown": x_hat[:shown]}
+
+    return evaluate

@@ -129,6 +129,20 @@ def make_box_inpainting(shape: tuple[int, int], top: int, left: int, height: int
     return Inpainting(jnp.asarray(mask))
 
 
+def box_stripe_masks(key: PRNGKeyArray, num: int, shape: tuple[int, int], box: int, stripe_rows: int
+                     ) -> Bool[Array, "num H W"]:
+    """`num` observed-pixel masks (FLAIR's digit inpainting in `inverse/flair`): the centred `box x box` square and a
+    full-width stripe of `stripe_rows` rows starting at a uniformly random row (one per mask) are missing (False),
+    everything else observed (True). `Inpainting(masks)` acts on a batch `[num, H, W]`, one mask per image."""
+    h, w = shape
+    rows, cols = jnp.arange(h)[:, None], jnp.arange(w)[None, :]
+    top, left = (h - box) // 2, (w - box) // 2
+    in_box = (rows >= top) & (rows < top + box) & (cols >= left) & (cols < left + box)
+    start = jax.random.randint(key, (num, 1, 1), 0, h - stripe_rows + 1)
+    in_stripe = (rows[None] >= start) & (rows[None] < start + stripe_rows)
+    return ~(in_box[None] | in_stripe)
+
+
 @_pytree(meta_fields=("factor",))
 class AveragePool(_LinearOperator):
     """Super-resolution: A averages non-overlapping `factor x factor` blocks, `[..., H, W] -> [..., H/f, W/f]`.
@@ -224,6 +238,16 @@ Operator = Identity | Inpainting | AveragePool | Convolution
 def gaussian_noise(key: PRNGKeyArray, y: Float[Array, "..."], sigma_y: float | Array) -> Float[Array, "..."]:
     """y + sigma_y * eps, eps ~ N(0, I) of y's shape and dtype: the measurement noise n of y = A x + n."""
     return y + sigma_y * jax.random.normal(key, y.shape, y.dtype)
+
+
+@jax.jit  # one program: the same numbers wherever it is called
+def noisy_measurement(op, x: Float[Array, "*batch H W"], key: PRNGKeyArray, sigma_y: float | Array
+                      ) -> Float[Array, "*batch ..."]:
+    """y = A x + n, n ~ N(0, sigma_y^2 I) on the real measurements only: for an `Inpainting` y = A (x + n) (noise on
+    the observed pixels, zero-filled elsewhere, like A x), otherwise noise on every entry of A x."""
+    if isinstance(op, Inpainting):
+        return op.forward(gaussian_noise(key, x, sigma_y))
+    return gaussian_noise(key, op.forward(x), sigma_y)
 
 
 def dense_matrix(op, shape: Sequence[int], dtype=jnp.float32) -> Float[Array, "M D"]:

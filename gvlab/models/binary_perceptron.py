@@ -18,9 +18,10 @@ with h' the fields after task t-1 (the previous posterior as prior; h' = 0, the 
 real weights W whose sign is the binary weight (straight-through gradient) and damps updates that move W towards a
 sign flip by f_meta(W) = 1 - tanh^2(strength W) (`metaplasticity`, an optax transformation).
 
-Runs are stacked: fields have shape [S, K, N] (S seeds, K runs per seed that share the seed's inputs, e.g. a grid
-of overlaps x alpha x {KL, continue}). The loss is the *sum* of the independent per-run objectives, and Adam acts
-coordinate-wise, so every run follows exactly the trajectory it would follow alone (tested).
+One run trains one student: params `{"field": [N]}` on one task's full batch `{"x": [P, N], "y": [P], "prior": [N]}`,
+with its model hyperparameters in `args` (`kl_weight`, `num_examples`). A grid of tasks, overlaps, alphas and
+objectives is a set of members of one fit (`Spec.args` and `DataSource(per_member=True)`), and the previous task's
+fields reach the next task as a warm start (`fit(init=...)`) and as its `prior`.
 
 Examples:
     >>> import jax.numpy as jnp
@@ -183,11 +184,11 @@ class Config:
     """Settings of the continual binary perceptron.
 
     Attributes:
-        objective: `"mean_field"` (fields h, Gaussian-field likelihood, KL to the previous posterior weighted by the
-            batch's `kl_weight`) or `"binary_ste"` (hidden weights W, deterministic binary forward sign(W) with a
+        objective: `"mean_field"` (fields h, Gaussian-field likelihood, KL to the prior fields weighted by
+            `args["kl_weight"]`) or `"binary_ste"` (hidden weights W, deterministic binary forward sign(W) with a
             straight-through gradient and a probit loss: the metaplasticity baseline's model).
         beta: inverse temperature of q_h (and the probit gain of `binary_ste`).
-        init_scale: std of Gaussian noise added to the previous fields at initialisation (0: start exactly there).
+        init_scale: std of the Gaussian initial fields (0: the uniform posterior h = 0; a warm start replaces them).
     """
 
     objective: Literal["mean_field", "binary_ste"] = "mean_field"
@@ -203,59 +204,69 @@ class Config:
             raise ConfigError(f"init_scale must be >= 0, got {self.init_scale}")
 
 
-def task_batch(x: Float[Array, "S P N"], y: Float[Array, "S K P"], mask: Float[Array, "S K P"],
-               previous: Float[Array, "S K N"], kl_weight: Float[Array, "S K"]) -> dict[str, Array]:
-    """The full-batch data of one task for S seeds x K runs; checks that the shapes agree.
+def task_data(x: Float[Array, "*M P N"], y: Float[Array, "*M P"], prior: Float[Array, "*M N"],
+              teachers: dict[str, Array] | None = None) -> dict[str, Array]:
+    """The full-batch data of one task (leading member axes `*M` allowed); checks that the shapes agree.
 
     Args:
-        x: each seed's inputs, shared by its K runs.
-        y: labels of each run (runs of one seed may have different teachers).
-        mask: 1 for the examples a run trains on, 0 otherwise (runs with alpha < P/N use a prefix).
-        previous: fields (or hidden weights) after the previous task: the prior of the KL term and the start.
-        kl_weight: 1 for the variational continual objective, 0 for plain continuation.
+        x: the inputs.
+        y: their labels.
+        prior: the fields of the KL term's prior q_{h'} (the previous task's posterior; zeros: uniform).
+        teachers: optional `{name: teacher [*M, N]}`: the loss then reports `error/<name>`, the generalisation
+            error arccos(R)/pi of the clipped student against each (monitoring only, no gradient).
 
     Raises:
         ConfigError: inconsistent shapes.
     """
-    s, p, n = x.shape
-    expected = {"y": (s, y.shape[1], p), "mask": (s, y.shape[1], p), "previous": (s, y.shape[1], n),
-                "kl_weight": (s, y.shape[1])}
-    for name, array in {"y": y, "mask": mask, "previous": previous, "kl_weight": kl_weight}.items():
+    *lead, p, n = x.shape
+    expected = {"y": (*lead, p), "prior": (*lead, n), **{f"teachers/{k}": (*lead, n) for k in (teachers or {})}}
+    given = {"y": y, "prior": prior, **{f"teachers/{k}": v for k, v in (teachers or {}).items()}}
+    for name, array in given.items():
         if array.shape != expected[name]:
-            raise ConfigError(f"task_batch: {name} has shape {array.shape}, expected {expected[name]} "
-                              f"(x is [seeds={s}, examples={p}, inputs={n}])")
-    return {"x": x, "y": y, "mask": mask, "previous": previous, "kl_weight": kl_weight}
+            raise ConfigError(f"task_data: {name} has shape {array.shape}, expected {expected[name]} "
+                              f"(x is [*members={tuple(lead)}, examples={p}, inputs={n}])")
+    return {"x": x, "y": y, "prior": prior, **({"teachers": dict(teachers)} if teachers else {})}
 
 
-def run_objective(cfg: Config, field: Float[Array, "K N"], batch: Batch) -> tuple[Array, Array]:
-    """(negative log-likelihood [K], KL [K]) of one seed's K runs; `batch` holds that seed's slice."""
+def objective(cfg: Config, field: Float[Array, " N"], batch: Batch, mask: Float[Array, " P"]
+              ) -> tuple[Array, Array]:
+    """(negative log-likelihood, KL to the prior) of one run on the examples where `mask` is 1."""
     if cfg.objective == "mean_field":
-        nll = -jnp.sum(batch["mask"] * log_likelihood(field, batch["x"], batch["y"], cfg.beta), axis=-1)
-        return nll, binary_kl(field, batch["previous"], cfg.beta)
+        nll = -jnp.sum(mask * log_likelihood(field, batch["x"], batch["y"], cfg.beta), axis=-1)
+        return nll, binary_kl(field, batch["prior"], cfg.beta)
     # Straight-through: the forward pass uses sign(W), the gradient flows to W as if sign were the identity.
     binary = field + jax.lax.stop_gradient(sign(field) - field)
-    margin = batch["y"] * jnp.einsum("kn,pn->kp", binary, batch["x"]) / jnp.sqrt(field.shape[-1])
-    nll = -jnp.sum(batch["mask"] * log_ndtr(cfg.beta * margin), axis=-1)
-    return nll, jnp.zeros(field.shape[:-1], field.dtype)
+    margin = batch["y"] * jnp.einsum("n,pn->p", binary, batch["x"]) / jnp.sqrt(field.shape[-1])
+    nll = -jnp.sum(mask * log_ndtr(cfg.beta * margin), axis=-1)
+    return nll, jnp.zeros((), field.dtype)
 
 
 def make(cfg: Config) -> Method:
-    """The continual-learning method: params `{"field": [S, K, N]}`, batch from `task_batch`.
+    """The continual-learning method of one run: params `{"field": [N]}`, batch from `task_data`.
 
-    `init` starts every run at its previous fields (plus `init_scale` noise); `loss` is the sum over runs of
-    nll + kl_weight * KL (Adam being coordinate-wise, the runs stay independent) and reports per-run means.
+    `init` draws `init_scale` Gaussian noise (0: the uniform posterior h = 0; a previous task's fields come as a
+    warm start). `loss(params, batch, key, step, args=None)` is nll + kl_weight * KL on the first `num_examples`
+    examples; `args` (`Spec.args`, one value per member) holds `kl_weight` (default 1: the variational continual
+    objective; 0: plain continuation) and `num_examples` (default all: alpha N of a task's shared example set).
     """
 
     def init(key: PRNGKey, batch: Batch):
-        previous = batch["previous"]
-        noise = cfg.init_scale * jax.random.normal(key, previous.shape, previous.dtype)
-        return {"field": previous + noise}
+        x = batch["x"]
+        return {"field": cfg.init_scale * jax.random.normal(key, x.shape[-1:], x.dtype)}
 
-    def loss(params, batch: Batch, key: PRNGKey, step: jax.Array):
+    def loss(params, batch: Batch, key: PRNGKey, step: jax.Array, args=None):
         del key, step  # full batch, deterministic objective
-        nll, kl = jax.vmap(lambda f, b: run_objective(cfg, f, b))(params["field"], batch)
-        weighted_kl = batch["kl_weight"] * kl
-        total = jnp.sum(nll + weighted_kl)
-        return total, {"vcl/nll": jnp.mean(nll), "vcl/kl": jnp.mean(weighted_kl)}
+        args = {} if args is None else args
+        field = params["field"]
+        num = batch["x"].shape[0]
+        mask = jnp.ones((num,), field.dtype)
+        if "num_examples" in args:
+            mask = (jnp.arange(num) < args["num_examples"]).astype(field.dtype)
+        nll, kl = objective(cfg, field, batch, mask)
+        weighted_kl = args.get("kl_weight", 1.0) * kl
+        terms = {"vcl/nll": nll, "vcl/kl": weighted_kl}
+        for name, teacher in batch.get("teachers", {}).items():
+            terms[f"error/{name}"] = generalization_error(teacher_overlap(field, teacher))
+        return nll + weighted_kl, terms
 
     return Method(init=init, loss=loss)

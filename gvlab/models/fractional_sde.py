@@ -13,6 +13,11 @@ exactly, gamma = [0], omega = [1]).
 
 The ELBO of observations o_i at grid indices n_i with Gaussian noise (Eq. 12):
     sum_i log N(o_i; X_{t_{n_i}}, sigma_obs^2) - 1/2 int |u|^2 dt.
+
+`make_model(cfg)` returns the model's pure functions (`FractionalSDE`); `make(cfg, observations)` wraps them as a
+`gvlab.types.Method` whose loss is that negative ELBO per observation for batches of observed paths
+(`Observations`). `control_context` builds the per-step input of a control that looks ahead to the next
+observations (or frame features).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from gvlab.sde import fractional
 from gvlab.sde.mafbm import (SegmentedSolution, brownian_coefficients, rescaled_step,
                              solve_fractional, solve_fractional_observed, solve_fractional_segments)
 from gvlab.sde.solve import SDESolution, brownian_increments
+from gvlab.types import Batch, Method, Params, PRNGKey
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -100,7 +106,7 @@ class FractionalSDE(NamedTuple):
     segments: object
 
 
-def make(cfg: Config) -> FractionalSDE:
+def make_model(cfg: Config) -> FractionalSDE:
     """Build the model's functions (static settings captured here; arguments carry arrays only)."""
     outputs = 2 * cfg.dim if cfg.learn_step_scale else cfg.dim
     control_net = MLP(tuple(cfg.hidden) + (outputs,), "tanh", zero_init_last=True)
@@ -196,3 +202,85 @@ def observation_log_likelihood(xs: Float[Array, "S D"], observations: Float[Arra
     """sum_i log N(o_i; X_{t_{n_i}}, noise^2), summed over observations and dimensions."""
     picked = xs[indices]
     return jnp.sum(DiagNormal(picked, jnp.full(picked.shape, noise, picked.dtype)).log_prob(observations))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Observations:
+    """How a batch observes the latent path, for the loss of `make`.
+
+    M observations o_i = X_{t_i} + N(0, noise^2) at t_i = i T / M (i = 1..M), every N / M Euler steps of
+    dt = T / N from X_0 = 0 (M is the size of the batch's observation axis).
+
+    Attributes:
+        horizon: T, the time of the last observation.
+        num_steps: N, Euler steps on [0, T] (a multiple of M).
+        noise: the observation noise std sigma.
+        exact_step: draw the step that ends at each observation from its exact conditional given it
+            (`FractionalSDE.observed`); False: plain controlled Euler steps and log N(o_i; X_{t_i}, sigma^2).
+    """
+
+    horizon: float = 1.0
+    num_steps: int = 100
+    noise: float = 0.1
+    exact_step: bool = False
+
+
+def make_path_elbo(model: FractionalSDE, obs: Observations):
+    """`(params, observations [M, D], context [N, C], key) -> (log_lik, kl, failed)`: a one-sample ELBO of a path."""
+    dt = obs.horizon / obs.num_steps
+
+    def elbo(params, observations, context, key):
+        x0 = jnp.zeros(observations.shape[1:], observations.dtype)
+        if obs.exact_step:
+            sol = model.observed(params, key, x0, context, observations, obs.num_steps, dt, obs.noise)
+            return sol.log_lik, sol.kl, sol.failed
+        path = model.sample(params, key, x0, context, obs.num_steps, dt)
+        index = jnp.arange(1, observations.shape[0] + 1) * (obs.num_steps // observations.shape[0])
+        log_lik = observation_log_likelihood(path.ys[:, :, 0], observations, index, obs.noise)
+        return log_lik, path.kl[-1], path.failed
+
+    return elbo
+
+
+def make(cfg: Config, observations: Observations = Observations()) -> Method:
+    """The fractional latent SDE as a `Method` over batches of observed paths.
+
+    Batches are `{"obs": [B, M, D]}` plus, with `cfg.context_dim`, `"context": [B, N, C]` (the control's input at
+    each Euler step, e.g. `control_context`). The loss is -(1/M) mean_b [log_lik_b - KL_b], one posterior path per
+    example (Eq. 12 of Daems et al. 2024, divided by the number of observations); terms `elbo/elbo` (the mean
+    ELBO, not divided), `elbo/recon`, `elbo/kl`, `sde/failed` (fraction of unfinished solves), `fbm/hurst` and
+    `fbm/scale` (the current H and noise scale s). `make_model` exposes the solver-level functions.
+    """
+    model = make_model(cfg)
+    elbo = make_path_elbo(model, observations)
+
+    def loss(params: Params, batch: Batch, key: PRNGKey, step: jax.Array):
+        del step
+        obs = batch["obs"]
+        context = batch.get("context", jnp.zeros((obs.shape[0], observations.num_steps, 0), obs.dtype))
+        keys = jax.random.split(key, obs.shape[0])
+        log_lik, kl, failed = jax.vmap(elbo, in_axes=(None, 0, 0, 0))(params, obs, context, keys)
+        value = jnp.mean(log_lik - kl)
+        coef = model.coefficients(params)
+        terms = {"elbo/elbo": value, "elbo/recon": jnp.mean(log_lik), "elbo/kl": jnp.mean(kl),
+                 "sde/failed": jnp.mean(failed.astype(value.dtype)), "fbm/hurst": coef.hurst, "fbm/scale": coef.scale}
+        return -value / obs.shape[1], terms
+
+    return Method(init=lambda key, batch: model.init(key), loss=loss)
+
+
+def control_context(targets: Float[Array, "M C"], steps_per_interval: int, count: int = 1) -> Float[Array, "N Q"]:
+    """The control's input at each Euler step: the next `count` targets and the time left until the next one.
+
+    Target i (an observation, or a frame's features) sits at the end of interval i, each interval
+    `steps_per_interval` Euler steps long (N = M steps_per_interval). Step n reads targets
+    `n // steps_per_interval + j` for j < count (past the last one, the last is repeated) and the time left,
+    in units of the interval (1, 3/4, 2/4, 1/4 for 4 steps): in units of t it would span only a few dt, a nearly
+    constant input from which the control could not form its bridge-like gain. Returns `[N, count C + 1]`.
+    """
+    num_targets = targets.shape[0]
+    step = jnp.arange(num_targets * steps_per_interval)
+    next_target = step // steps_per_interval
+    time_left = (((next_target + 1) * steps_per_interval - step) / steps_per_interval).astype(targets.dtype)
+    upcoming = jnp.minimum(next_target[:, None] + jnp.arange(count)[None, :], num_targets - 1)
+    return jnp.concatenate([targets[upcoming].reshape(step.shape[0], -1), time_left[:, None]], axis=1)

@@ -16,9 +16,10 @@ normalised per dimension as in the lab's code (Ahmadi & Tani 2019; Idei's `pvrnn
     L = sum_t ||x^_t - x_t||^2 / D_x  +  sum_l sum_t w_t KL(q_t^l || p_t^l) / D_z^l,   w_1 = w^(1), w_t = w (t > 1),
     KL = sum_j [log(sigma^p_j / sigma^q_j) + ((sigma^q_j)^2 + (mu^q_j - mu^p_j)^2) / (2 (sigma^p_j)^2) - 1/2].
 
-Batches are `{"x": [B, T, D_x], "index": int [B]}` (the index selects the sequences' adaptive vectors) and may
-carry scalar arrays `"meta_prior"` and `"meta_prior_first"` that replace the config's values: a meta-prior sweep
-then reuses one compiled program. The loss is the mean over the batch of the per-sequence L.
+Batches are `{"x": [B, T, D_x], "index": int [B]}` (the index selects the sequences' adaptive vectors). The loss
+takes the meta-prior from `args={"meta_prior": w, "meta_prior_first": w1}` when a fit supplies it (`Spec.args`
+with a leading member axis: a meta-prior sweep is one fit, one compiled program), else from the config. It is
+the mean over the batch of the per-sequence L.
 
 Error regression (ER) predicts a test sequence with the weights frozen: for every window
 of the last H observations it optimises only that window's adaptive vectors by Adam on L restricted to the
@@ -39,7 +40,7 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
-from jaxtyping import Array, Float, PRNGKeyArray
+from jaxtyping import Array, Float
 
 from gvlab.data.batching import epoch_batches
 from gvlab.types import Batch, DataSource, Method, Params, PRNGKey
@@ -53,7 +54,7 @@ class Config:
         hidden: deterministic units d per layer, bottom to top.
         latent: latent units z per layer.
         tau: time constant of each layer (the top layer slower in a hierarchy).
-        meta_prior: w, the weight of the normalised KL at t > 1 (a batch's `"meta_prior"` overrides it).
+        meta_prior: w, the weight of the normalised KL at t > 1 (the loss's `args["meta_prior"]` overrides it).
         meta_prior_first: w^(1), the weight at t = 1; None uses `meta_prior`.
         generate_length: steps of free generation returned by `Method.sample`.
     """
@@ -352,17 +353,19 @@ def make(cfg: Config, num_sequences: int, length: int, x_dim: int = 1) -> Method
     The loss is the mean over the batch of the per-sequence bound L (module docstring); terms `pvrnn/recon`,
     `pvrnn/kl` (unweighted, normalised per dimension, summed over time and layers), `pvrnn/weighted_kl`,
     `pvrnn/mse` (per step and dimension), `pvrnn/prior_scale` and `pvrnn/posterior_scale` (mean sigma over
-    steps t > 1 and units), each a mean over the batch. `sample(params, key, num)` returns `num` freely
-    generated sequences `[num, generate_length, D_x]`.
+    steps t > 1 and units), each a mean over the batch. `args` (a run's `Spec.args`) may hold scalar arrays
+    `"meta_prior"` and `"meta_prior_first"` that replace the config's w and w^(1) (`meta_prior_args`).
+    `sample(params, key, num)` returns `num` freely generated sequences `[num, generate_length, D_x]`.
     """
     model = make_model(cfg, num_sequences, length, x_dim)
     first_default = cfg.meta_prior if cfg.meta_prior_first is None else cfg.meta_prior_first
 
-    def loss(params: Params, batch: Batch, key: PRNGKey, step: jax.Array):
+    def loss(params: Params, batch: Batch, key: PRNGKey, step: jax.Array, args: dict | None = None):
         del step
+        args = args or {}
         x, index = batch["x"], batch["index"]
-        meta_prior = batch.get("meta_prior", jnp.asarray(cfg.meta_prior, jnp.float32))
-        meta_prior_first = batch.get("meta_prior_first", jnp.asarray(first_default, jnp.float32))
+        meta_prior = args.get("meta_prior", jnp.asarray(cfg.meta_prior, jnp.float32))
+        meta_prior_first = args.get("meta_prior_first", jnp.asarray(first_default, jnp.float32))
         adaptive = jax.tree.map(lambda a: jnp.take(a, index, axis=0), params["adaptive"])
         keys = jax.random.split(key, x.shape[0])
         terms = jax.vmap(model.sequence_terms, in_axes=(None, 0, 0, 0, None, None))(
@@ -379,27 +382,23 @@ def make(cfg: Config, num_sequences: int, length: int, x_dim: int = 1) -> Method
     return Method(init=model.init, loss=loss, sample=sample)
 
 
-def sequence_source(x: Float[Array, "N T D"], batch_size: int | None = None, meta_prior: float | None = None,
-                    meta_prior_first: float | None = None):
-    """Training batches `{"x", "index"}` (+ the meta-prior scalars when given) as a `DataSource`.
+def meta_prior_args(meta_priors, meta_priors_first=None) -> dict[str, Array]:
+    """`Spec.args` of a meta-prior sweep: `{"meta_prior": [M], "meta_prior_first": [M]}` (w^(1) = w by default)."""
+    first = meta_priors if meta_priors_first is None else meta_priors_first
+    return {"meta_prior": jnp.asarray(meta_priors, jnp.float32), "meta_prior_first": jnp.asarray(first, jnp.float32)}
+
+
+def sequence_source(x: Float[Array, "N T D"], batch_size: int | None = None) -> DataSource:
+    """Training batches `{"x", "index"}` as a `DataSource`.
 
     `batch_size = None` or N: the full batch every step (in a fixed order); otherwise shuffled minibatches of
     sequences by epoch (`gvlab.data.epoch_batches`), each carrying its sequence ids.
     """
     num = x.shape[0]
     sequences = {"x": x, "index": jnp.arange(num, dtype=jnp.int32)}
-    inner = None if batch_size in (None, num) else epoch_batches(sequences, batch_size)
-    scalars = {}
-    if meta_prior is not None:
-        scalars["meta_prior"] = jnp.asarray(meta_prior, jnp.float32)
-        first = meta_prior if meta_prior_first is None else meta_prior_first
-        scalars["meta_prior_first"] = jnp.asarray(first, jnp.float32)
-
-    def batch(arrays, key: PRNGKeyArray, step: jax.Array) -> Batch:
-        seqs = arrays["sequences"] if inner is None else inner.batch(arrays["sequences"], key, step)
-        return {**seqs, **arrays["scalars"]}
-
-    return DataSource(arrays={"sequences": sequences, "scalars": scalars}, batch=batch)
+    if batch_size not in (None, num):
+        return epoch_batches(sequences, batch_size)
+    return DataSource(arrays=sequences, batch=lambda arrays, key, step: arrays)
 
 
 def make_optimizer(lr: float, adaptive_lr: float) -> optax.GradientTransformation:

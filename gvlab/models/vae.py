@@ -15,7 +15,8 @@ and the GSNN objective, which trains the prior path that generation uses. Every 
 `elbo/kl`, `elbo/elbo` (always the true bound), the hook's terms and, when alpha < 1, `gsnn/recon`.
 
 Batches hold `"x"` (`[B, *image]`) and, for a CVAE, `"c"` (`[B, condition_dim]`). `make_model` returns the pure
-functions (encode, prior, decode, elbo, importance log-weights, generate); `make` the `Method`.
+functions (encode, prior, decode, elbo, importance log-weights, generate); `make` the `Method`;
+`kl_per_dimension` is the per-run evaluator of posterior collapse (`gvlab.evals`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Callable, Literal, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from gvlab.diagnostics import gaussian_kl_per_dimension
 from gvlab.dists import Bernoulli, DiagNormal
 from gvlab.losses.elbo import Regulariser, beta_kl, elbo_loss, gaussian_elbo, log_importance_weights
 from gvlab.nn import MLP, ConvDecoder, ConvEncoder
@@ -216,26 +218,49 @@ def make_model(cfg: Config, image_shape: tuple[int, ...], condition_dim: int = 0
                     prior_log_weights=prior_log_weights, generate=generate)
 
 
+def kl_per_dimension(params: Params, data: Batch, key: PRNGKey, *, cfg: Config, image_shape: tuple[int, ...],
+                     condition_dim: int = 0) -> dict[str, jax.Array]:
+    """`{"kl": [D]}`: E_x KL(q(z_i|x, c) || p(z_i|c)) per latent dimension over `data` (`"x"`, and `"c"` for a CVAE).
+
+    A per-run evaluator (`run.evaluate`; bind the static settings first). A collapsed dimension has ~0 mean KL;
+    Dang et al. (2024) count as active those above 0.01 nats (`gvlab.diagnostics.gaussian_kl_per_dimension`).
+    """
+    del key
+    model = make_model(cfg, image_shape, condition_dim)
+    c = data["c"] if condition_dim else no_condition(data["x"])
+    return {"kl": gaussian_kl_per_dimension(model.encode(params, data["x"], c), model.prior(params, c))}
+
+
 def make(cfg: Config, image_shape: tuple[int, ...], condition_dim: int = 0,
          regulariser: Regulariser | None = None) -> Method:
     """The (C)VAE as a `Method` (loss in the module docstring); `regulariser` defaults to `beta_kl(cfg.beta)`.
+
+    With the default regulariser the loss also takes `args={"beta": b}` (a fit's `Spec.args`, one value per
+    member): run r then weights its KL by its own b instead of `cfg.beta`, so a beta sweep is one compiled fit.
 
     `sample(params, key, num)` returns decoder means of prior draws for an unconditional VAE; a CVAE has no
     condition-free sampler (use `make_model(...).generate` with the conditions wanted).
     """
     model = make_model(cfg, image_shape, condition_dim)
+    custom = regulariser is not None
     regulariser = regulariser or beta_kl(cfg.beta)
 
     def condition(batch: Batch) -> jax.Array:
         return batch["c"] if condition_dim else no_condition(batch["x"])
 
-    def loss(params: Params, batch: Batch, key: PRNGKey, step: jax.Array):
+    def loss(params: Params, batch: Batch, key: PRNGKey, step: jax.Array, args: dict | None = None):
         x, c = batch["x"], condition(batch)
+        hook = regulariser
+        if args is not None:  # this run's KL weight (a beta sweep as members of one fit, `Spec.args`)
+            if custom or set(args) != {"beta"}:
+                raise ValueError(f"the VAE loss takes args={{'beta': ...}} with the default regulariser only, "
+                                 f"got keys {sorted(args)}" + (" and a custom regulariser" if custom else ""))
+            hook = beta_kl(args["beta"])
         cvae_key, gsnn_key = jax.random.split(key) if cfg.alpha < 1.0 else (key, None)
         p = model.prior(params, c)
         recon, kl_per_dim, z = gaussian_elbo(cvae_key, x, model.encode(params, x, c), p,
                                              lambda z: model.decode(params, z, c))
-        value, metrics = elbo_loss(recon, kl_per_dim, z, step, regulariser)
+        value, metrics = elbo_loss(recon, kl_per_dim, z, step, hook)
         if cfg.alpha == 1.0:
             return value, metrics
         # GSNN term: reconstruct from a reparameterised prior draw, the path used at generation time.

@@ -8,9 +8,13 @@ redundantly on every device from replicated inputs, which is the usual SPMD form
 mesh, the same method code runs on one device with all M workers vmapped (`Simulated.mean` is a sum over the
 worker axis): the single-device simulation, which gives the same iterates up to float summation order.
 
-The whole iteration loop is one `lax.scan` inside one `jit`; several runs (problem draws, compression seeds, step
-sizes) are vmapped inside the same program. Per iteration the driver records the relative error
-||z^k - z*||^2 / ||z^0 - z*||^2 and the uplink floats each worker has sent so far.
+One iteration of one run is `step_state` (and the state before the first, `init_state`): the method's step under
+`shard_map` (or simulated), plus the relative error ||z^k - z*||^2 / ||z^0 - z*||^2 after it, computed on the
+replicated iterate. Between iterations the state is a global array: the per-worker slots (`state.local`) leave
+the mesh split over the workers and enter the next step the same way, so the state can be checkpointed (that
+bookkeeping is not uplink traffic and is not counted). Two drivers use these functions: `gvlab.optim.method`
+(a `gvlab.Method` for `fit`: checkpoints, metrics.jsonl, resume; what experiments use) and `run` here (vmapped
+runs in one `lax.scan`, in memory: the tests' quick path).
 
 Method protocol (frozen dataclasses, so equal settings hit the jit cache):
 
@@ -26,7 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -35,7 +39,7 @@ from jax.sharding import PartitionSpec as P
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from gvlab.errors import ConfigError
-from gvlab.optim.variational import AffineVI
+from gvlab.optim.variational import AffineVI, relative_error
 
 WORKER_AXIS = "workers"
 
@@ -111,39 +115,68 @@ def worker_mesh(num_workers: int, num_devices: int | None = None) -> Mesh:
     return jax.make_mesh((num_devices,), (WORKER_AXIS,), axis_types=(AxisType.Auto,), devices=devices[:num_devices])
 
 
-def _one_run(method: Any, comm: Any, num_steps: int, problem: AffineVI, worker_ids: Int[Array, " m"],
-             solution: Float[Array, " d"], start: Float[Array, " d"], key: PRNGKeyArray,
-             step_size: Float[Array, ""]) -> tuple[Array, Array, Array]:
-    """One run: `num_steps` iterations by `lax.scan`, recording r_k and the floats sent."""
-    initial_distance = jnp.sum((start - solution) ** 2)
+STATE_SPECS = WorkerState(z=P(), shared=P(), local=P(WORKER_AXIS), floats=P())  # how a state lies on the mesh
 
-    def record(state: WorkerState) -> tuple[Array, Array]:
-        return jnp.sum((state.z - solution) ** 2) / initial_distance, state.floats
 
-    def body(state, step):
-        # Per-iteration key by fold_in: no key lives in the state, and step k's randomness does not depend on
-        # how many steps were taken before (anchors.md RNG rule).
-        state = method.step(problem, worker_ids, state, jax.random.fold_in(key, step), step_size, comm)
-        return state, record(state)
+def on_workers(body: Callable, num_workers: int, mesh: Mesh | None, in_specs: tuple, out_specs: Any) -> Callable:
+    """`body(comm, worker_ids, *args)` for all M workers: on one device (`mesh=None`) or under `shard_map`.
 
-    state = method.init(problem, start, comm)
-    first = record(state)
-    state, (errors, floats) = jax.lax.scan(body, state, jnp.arange(num_steps))
-    return (jnp.concatenate([first[0][None], errors]), jnp.concatenate([first[1][None], floats]), state.z)
+    `in_specs` / `out_specs` say which arguments and outputs are split over the workers (`P(WORKER_AXIS)`) and
+    which are replicated (`P()`); without a mesh they are ignored.
+    """
+    if mesh is None:
+        return functools.partial(body, Simulated(num_workers), jnp.arange(num_workers))
+    num_devices = mesh.shape[WORKER_AXIS]
+    if num_workers % num_devices:
+        raise ConfigError(f"{num_workers} workers do not split over {num_devices} devices")
+    per_device = num_workers // num_devices
+
+    def on_device(*args):
+        worker_ids = jax.lax.axis_index(WORKER_AXIS) * per_device + jnp.arange(per_device)
+        return body(Collective(num_workers), worker_ids, *args)
+
+    return jax.shard_map(on_device, mesh=mesh, in_specs=in_specs, out_specs=out_specs)
+
+
+def init_state(method: Any, problem: AffineVI, start: Float[Array, " d"], *, mesh: Mesh | None = None) -> WorkerState:
+    """The state of one run (no run axis) before its first step; `state.local` leaves are `[M, ...]`."""
+
+    def body(comm, worker_ids, problem, start):
+        return method.init(problem, start, comm)
+
+    return on_workers(body, problem.matrices.shape[0], mesh, (P(WORKER_AXIS), P()), STATE_SPECS)(problem, start)
+
+
+def step_state(method: Any, problem: AffineVI, state: WorkerState, key: PRNGKeyArray, step_size: Float[Array, ""],
+               solution: Float[Array, " d"], start: Float[Array, " d"], *,
+               mesh: Mesh | None = None) -> tuple[WorkerState, Float[Array, ""]]:
+    """One iteration of one run with this iteration's `key`, and r = ||z - z*||^2 / ||z^0 - z*||^2 after it."""
+
+    def body(comm, worker_ids, problem, state, key, step_size, solution, start):
+        state = method.step(problem, worker_ids, state, key, step_size, comm)
+        return state, relative_error(state.z, solution, start)
+
+    specs = (P(WORKER_AXIS), STATE_SPECS, P(), P(), P(), P())
+    return on_workers(body, problem.matrices.shape[0], mesh, specs, (STATE_SPECS, P()))(
+        problem, state, key, step_size, solution, start)
 
 
 @functools.partial(jax.jit, static_argnames=("method", "num_steps", "mesh"))
 def run(method: Any, problem: AffineVI, solution: Float[Array, "runs d"], start: Float[Array, "runs d"],
         keys: PRNGKeyArray, step_sizes: Float[Array, " runs"], *, num_steps: int,
         mesh: Mesh | None = None) -> Trajectory:
-    """Run `method` on a batch of problems, vmapped over the leading run axis, in one compiled program.
+    """Run `method` on a batch of problems in memory: vmapped runs, one `lax.scan`, one compiled program.
+
+    The same `init_state` / `step_state` as the `fit` method of `gvlab.optim.method` (which adds checkpoints,
+    metrics and resume); this driver is the tests' and notebooks' quick path.
 
     Args:
         method: a distributed method (e.g. `Masha1(k=5, refresh_probability=0.05)`), static.
         problem: `AffineVI` with leading run axis: matrices `[runs, M, d, d]`, offsets `[runs, M, d]`.
         solution: z* of each run (for the recorded error only; the methods never see it).
         start: z^0 of each run.
-        keys: one typed key per run (the method's randomness: compression and the refresh coin).
+        keys: one typed key per run (the method's randomness: compression and the refresh coin); iteration k
+            uses `fold_in(key, k)`, so no key lives in the state.
         step_sizes: gamma of each run (an array, so a step-size grid is one program).
         num_steps: iterations per run, static.
         mesh: a `("workers",)` mesh (`worker_mesh`) to place the workers on its devices; `None` simulates all
@@ -152,25 +185,17 @@ def run(method: Any, problem: AffineVI, solution: Float[Array, "runs d"], start:
     Returns:
         `Trajectory` with leading run axis.
     """
-    num_workers = problem.matrices.shape[1]
-    if mesh is None:
-        comm = Simulated(num_workers)
-        one = functools.partial(_one_run, method, comm, num_steps)
-        errors, floats, final = jax.vmap(one, in_axes=(0, None, 0, 0, 0, 0))(
-            problem, jnp.arange(num_workers), solution, start, keys, step_sizes)
-        return Trajectory(errors, floats, final)
-    num_devices = mesh.shape[WORKER_AXIS]
-    if num_workers % num_devices:
-        raise ConfigError(f"{num_workers} workers do not split over {num_devices} devices")
-    per_device = num_workers // num_devices
-    comm = Collective(num_workers)
 
-    def on_device(local_problem, solution, start, keys, step_sizes):
-        worker_ids = jax.lax.axis_index(WORKER_AXIS) * per_device + jnp.arange(per_device)
-        one = functools.partial(_one_run, method, comm, num_steps)
-        return jax.vmap(one, in_axes=(0, None, 0, 0, 0, 0))(local_problem, worker_ids, solution, start, keys,
-                                                              step_sizes)
+    def one(problem, solution, start, key, step_size):
+        state = init_state(method, problem, start, mesh=mesh)
 
-    sharded = jax.shard_map(on_device, mesh=mesh, in_specs=(P(None, WORKER_AXIS), P(), P(), P(), P()),
-                            out_specs=(P(), P(), P()))
-    return Trajectory(*sharded(problem, solution, start, keys, step_sizes))
+        def body(state, step):
+            state, error = step_state(method, problem, state, jax.random.fold_in(key, step), step_size, solution,
+                                      start, mesh=mesh)
+            return state, (error, state.floats)
+
+        final, (errors, floats) = jax.lax.scan(body, state, jnp.arange(num_steps))
+        first = relative_error(start, solution, start)
+        return (jnp.concatenate([first[None], errors]), jnp.concatenate([state.floats[None], floats]), final.z)
+
+    return Trajectory(*jax.vmap(one)(problem, solution, start, keys, step_sizes))

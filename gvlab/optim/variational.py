@@ -22,6 +22,7 @@ Examples:
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -72,6 +73,20 @@ def make_bilinear_game(key: PRNGKeyArray, num_workers: int, dim_x: int, dim_y: i
     bottom = jnp.concatenate([-jnp.swapaxes(bilinear_MxXxY, 1, 2), jnp.zeros((num_workers, dim_y, dim_y))], axis=2)
     matrices = jnp.concatenate([top, bottom], axis=1) + eye[None]
     return AffineVI(matrices=matrices, offsets=jnp.concatenate([a_MxX, -c_MxY], axis=1))
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4, 5))
+def bilinear_games(key: PRNGKeyArray, count: int, num_workers: int, dim_x: int, dim_y: int, regularisation: float
+                   ) -> tuple[AffineVI, Float[Array, "count d"], Float[Array, " count"], Float[Array, "count M"]]:
+    """`count` games of `make_bilinear_game` (keys `split(key, count)`), leading axis `count`, in one program.
+
+    Returns:
+        the games, their solutions z*, L = ||mean_m A_m||_2 of each, and every worker's ||A_m||_2.
+    """
+    problems = jax.vmap(lambda k: make_bilinear_game(k, num_workers, dim_x, dim_y, regularisation))(
+        jax.random.split(key, count))
+    return (problems, jax.vmap(solve)(problems), jax.vmap(lipschitz_constant)(problems),
+            jnp.linalg.norm(problems.matrices, ord=2, axis=(-2, -1)))
 
 
 def worker_operators(problem: AffineVI, z: Float[Array, " d"]) -> Float[Array, "M d"]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import platform
 import subprocess
@@ -51,6 +52,7 @@ def report_dict(outcome) -> dict[str, Any]:
         "timing": {"wall_s": outcome.wall_s,
                    **{f"fit/{k}/{t}": v for k, f in outcome.fits.items() for t, v in f.timing.items()}},
         "environment": environment(),
+        "written": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
 
 

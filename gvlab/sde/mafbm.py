@@ -23,13 +23,14 @@ type II and plain Brownian motion (`brownian_coefficients`: gamma = [0], omega =
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
-from gvlab.sde.solve import SDESolution, solve_sde, solve_sde_reference
+from gvlab.sde.solve import SDESolution, brownian_increments, solve_sde, solve_sde_reference
 
 Kind = Literal["type1", "type2"]
 
@@ -113,6 +114,27 @@ def solve_fractional(key: PRNGKeyArray, x0: Float[Array, "D"], increments: Float
     solve = {"diffrax": solve_sde, "scan": solve_sde_reference}[solver]
     return solve(f, g, z0, increments, t0=t0, dt=dt, args=(params, gammas, omegas), control=u,
                  noise_to_state=lambda dw: noise_to_state(dw, num_terms), save_every=save_every)
+
+
+@functools.partial(jax.jit, static_argnames=("num_paths", "kind", "num_steps", "dt", "save_every", "solver"))
+def sample_paths(key: PRNGKeyArray, gammas: Float[Array, "K"], omegas: Float[Array, "K"], *, num_paths: int,
+                 kind: Kind, num_steps: int, dt: float, save_every: int = 1,
+                 solver: Literal["diffrax", "scan"] = "diffrax") -> Float[Array, "P S"]:
+    """`num_paths` simulated paths of the MA-fBM B̂^H itself (dX = dB̂^H, X_0 = 0), saved every `save_every` steps.
+
+    Path p uses `split(key, num_paths)[p]`, split again into its Y_0 key and its Brownian increments. Returns X
+    at t = k save_every dt for k = 1..num_steps / save_every (t = 0 dropped): `[num_paths, S]`.
+    """
+
+    def one(path_key):
+        y0_key, noise_key = jax.random.split(path_key)
+        path = solve_fractional(y0_key, jnp.zeros((1,)), brownian_increments(noise_key, num_steps, dt, (1,)),
+                                gammas=gammas, omegas=omegas, kind=kind, drift=lambda t, x, p: jnp.zeros_like(x),
+                                diffusion=lambda t, x, p: jnp.ones_like(x), dt=dt, save_every=save_every,
+                                solver=solver)
+        return path.ys[1:, 0, 0]
+
+    return jax.vmap(one)(jax.random.split(key, num_paths))
 
 
 class SegmentedSolution(NamedTuple):

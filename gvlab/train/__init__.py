@@ -10,3 +10,4 @@ from gvlab.train.optimizers import independent_adamw as independent_adamw
 from gvlab.train.optimizers import set_hyperparams as set_hyperparams
 from gvlab.train.optimizers import by_part as by_part
 from gvlab.train.optimizers import PartOptimizers as PartOptimizers
+from gvlab.train.parallel import data_mesh as data_mesh

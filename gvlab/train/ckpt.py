@@ -95,12 +95,36 @@ class Checkpointer:
                             bad_step, reason, moved, step)
             return state, meta
         if failures:
+            mismatch = self._structure_mismatch(abstract_state)
+            if mismatch:
+                raise CheckpointError(
+                    f"the model's parameter structure differs from the checkpoint's in {self.directory} "
+                    f"({mismatch}): the config that wrote it is not the one resuming it; use another workdir, "
+                    "or restore the config it was written with")
             detail = "; ".join(f"step {s}: {r}" for s, r in failures)
             raise CheckpointError(
                 f"no readable checkpoint in {self.directory} ({detail}). Nothing was deleted; "
                 "move the folder away or use another workdir to start again."
             )
         return None
+
+    def _structure_mismatch(self, abstract_state: Any) -> str:
+        """A description of how the newest checkpoint's parameter tree differs from `abstract_state`'s ("" when it
+        does not, or when nothing can be read at all)."""
+        raw = self.restore_latest_raw()
+        if raw is None or "params" not in raw:
+            return ""
+        def names(tree):
+            flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+            return {"/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path):
+                    tuple(np.shape(leaf)) for path, leaf in flat}
+        saved, wanted = names(raw["params"]), names(abstract_state.params)
+        if saved == wanted:
+            return ""
+        for key in sorted(set(saved) | set(wanted)):
+            if saved.get(key) != wanted.get(key):
+                return f"first difference at params/{key}: checkpoint {saved.get(key)}, model {wanted.get(key)}"
+        return ""
 
     def restore_latest_raw(self) -> Any | None:
         """The newest readable checkpoint's state as orbax stores it (nested dicts and lists of host arrays), for

@@ -21,7 +21,9 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
+import sys
 import time
+import warnings
 import zlib
 from pathlib import Path
 from typing import Any
@@ -29,10 +31,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from gvlab import config as config_lib
 from gvlab.config import TrainConfig
-from gvlab.errors import CheckpointError, ConfigError, NonFiniteError
+from gvlab.errors import CheckpointError, ConfigError, Interrupted, NonFiniteError
 from gvlab.rng import run_keys
 from gvlab.train import members as members_lib
 from gvlab.train import parallel
@@ -146,6 +149,7 @@ class _Program:
     abstract_params: Any  # of one run
     metric_names: list[str]
     guard: dict[str, jax.Array]
+    batch_size: int | None  # the data source's examples per step (None if its leaves disagree)
 
     @property
     def seeds(self) -> tuple[int, ...]:
@@ -177,8 +181,14 @@ def _build(spec: Spec, train: TrainConfig, mesh, ema_decay: float) -> _Program:
     data_arrays = members_lib.run_arrays(spec.data.arrays, runs) if runs.data_per_member else spec.data.arrays
     one_arrays = first(data_arrays) if runs.data_per_member else data_arrays
     one_batch = jax.eval_shape(spec.data.batch, one_arrays, one_keys["data"], zero)
-    for size in {x.shape[0] for x in jax.tree.leaves(one_batch) if x.ndim}:
+    sizes = {x.shape[0] for x in jax.tree.leaves(one_batch) if x.ndim}
+    for size in sizes:
         parallel.check_divisible(size, mesh)
+    batch_size = next(iter(sizes)) if len(sizes) == 1 else None
+    if batch_size is not None and batch_size != train.batch_size:
+        warnings.warn(f"train.batch_size={train.batch_size} is not the batch size of spec.data ({batch_size}): fit "
+                      "takes its batches from spec.data, and train.batch_size only matters to code that builds the "
+                      "data source from it", UserWarning, stacklevel=3)
     one_hyperparams = {name: v[0] for name, v in runs.hyperparams.items()}
     one_args = first(runs.args) if runs.args is not None else None
     one_state = jax.eval_shape(init_one, one_keys["init"], one_keys["data"], one_arrays, one_hyperparams,
@@ -188,7 +198,8 @@ def _build(spec: Spec, train: TrainConfig, mesh, ema_decay: float) -> _Program:
     def step_one(state, guard, arrays, data_key, train_key):
         batch = parallel.constrain_batch(spec.data.batch(arrays, data_key, state.step), mesh)
         new_state, metrics = step_fn(state, batch, train_key)
-        return new_state, update_guard(guard, metrics, metric_names, state.step), metrics
+        # The guard names the step as progress and metrics.jsonl do: the row of the step that produced the value.
+        return new_state, update_guard(guard, metrics, metric_names, state.step + 1), metrics
 
     evaluate_one = _make_evaluate(spec)
     guard = init_guard(len(metric_names))
@@ -211,7 +222,8 @@ def _build(spec: Spec, train: TrainConfig, mesh, ema_decay: float) -> _Program:
                                     run_inputs["args"], None)
     return _Program(members=runs, stacked=stacked, keys=keys, arrays=arrays, init=init_fn, run_inputs=run_inputs,
                     step=step, evaluate=evaluate, abstract_state=abstract_state,
-                    abstract_params=one_state.params, metric_names=metric_names, guard=parallel.put(guard, repl))
+                    abstract_params=one_state.params, metric_names=metric_names, guard=parallel.put(guard, repl),
+                    batch_size=batch_size)
 
 
 def _step_of(state: TrainState) -> int:
@@ -219,13 +231,13 @@ def _step_of(state: TrainState) -> int:
 
 
 def _restore_or_init(program: _Program, checkpointer: Checkpointer | None, repl, train: TrainConfig,
-                     workdir: Path | None, init: Any) -> tuple[TrainState, int, str]:
+                     workdir: Path | None, init: Any, identity: dict) -> tuple[TrainState, int, str]:
     """The starting state and step, and where they came from: "checkpoint", "warm start" or "scratch"."""
     if checkpointer is not None:
         restored = checkpointer.restore_latest(parallel.abstract_with_sharding(program.abstract_state, repl))
         if restored is not None:
             state, saved_meta = restored
-            _check_meta(saved_meta, _identity_meta(program), workdir)
+            _check_meta(saved_meta, identity, workdir)
             start = _step_of(state)
             if start > train.steps:
                 raise ConfigError(f"{workdir} holds a checkpoint at step {start}, past train.steps={train.steps}")
@@ -257,12 +269,41 @@ def _identity_meta(program: _Program) -> dict:
     return meta
 
 
+def _optimizer_probe(tx: Any, abstract_params: Any) -> str | None:
+    """A fingerprint of what the optimiser does: its first update for a fixed probe gradient, summarised per leaf to
+    4 significant digits (so that another device's rounding does not change it, while another learning rate or
+    optimiser does). None for optimisers that are not plain optax transformations (custom steps own their update).
+    """
+    if not isinstance(tx, optax.GradientTransformation):
+        return None
+    try:
+        params = jax.tree.map(lambda a: jnp.full(a.shape, 0.5, a.dtype), abstract_params)
+        grads = jax.tree.map(lambda a: jnp.linspace(-1.0, 1.0, max(a.size, 1), dtype=a.dtype)[: a.size]
+                             .reshape(a.shape), abstract_params)
+        updates, _ = tx.update(grads, tx.init(params), params)
+        summary = [(float(jnp.mean(jnp.abs(u))), float(jnp.max(jnp.abs(u)))) if u.size else (0.0, 0.0)
+                   for u in jax.tree.leaves(updates)]
+    except Exception:  # an optimiser that needs extra arguments: not fingerprinted
+        return None
+    text = ";".join(f"{a:.4g},{b:.4g}" for a, b in summary)
+    return f"{zlib.crc32(text.encode()):08x}"
+
+
 def _check_meta(saved: dict, expected: dict, workdir) -> None:
-    names = {"seeds": "seeds", "hyperparams": "hyperparameters", "args_crc32": "model arguments (Spec.args)"}
+    """Refuse to resume a checkpoint written by a run whose numbers this fit would not continue."""
+    names = {"seeds": "seeds (train.seed, train.num_seeds)", "hyperparams": "hyperparameters",
+             "args_crc32": "model arguments (Spec.args)"}
+    differing = []
     for key, label in names.items():
         if (saved.get(key) or None) != (expected.get(key) or None):
-            raise CheckpointError(f"checkpoints in {workdir} are for {label} {saved.get(key)}, this fit uses "
-                                  f"{expected.get(key)}; use another workdir")
+            differing.append(f"{label}: checkpoint {saved.get(key)}, this fit {expected.get(key)}")
+    for key, label in {"optimizer_probe": "optimiser (its updates for a probe gradient: another optimiser or "
+                                          "learning rate)", "batch_size": "train.batch_size"}.items():
+        if saved.get(key) is not None and expected.get(key) is not None and saved[key] != expected[key]:
+            differing.append(f"{label}: checkpoint {saved[key]}, this fit {expected[key]}")
+    if differing:
+        raise CheckpointError(f"checkpoints in {workdir} were written by a different run ({'; '.join(differing)}); "
+                              "use another workdir, or the settings that wrote them")
 
 
 def fit(
@@ -271,11 +312,13 @@ def fit(
     workdir: str | Path | None = None,
     *,
     mesh: jax.sharding.Mesh | None = None,
+    data_axis: str | None = None,
     ema_decay: float = 0.0,
     progress: bool = True,
     label: str = "fit",
     meta: dict | None = None,
     init: Any = None,
+    on_start: Any = None,
 ) -> FitResult:
     """Train `spec` for `train.steps` steps; resume from `workdir` if it holds a checkpoint.
 
@@ -283,7 +326,9 @@ def fit(
         spec: method, optimiser, data source, evaluations and the per-member inputs.
         train: steps, batch size, seeds and the logging/evaluation/checkpoint intervals.
         workdir: folder for `metrics.jsonl` and `ckpt/`; None trains in memory only.
-        mesh: a `("data",)` mesh (default: all devices); the batch is split over it.
+        mesh: the devices to split each batch over (default: all): any one-axis mesh, e.g. from `jax.make_mesh`
+            or `gvlab.train.data_mesh`; state is replicated.
+        data_axis: the batch axis of a mesh with several axes (the others must have size 1).
         ema_decay: keep an exponential moving average of the parameters when > 0.
         progress: print the progress line to stderr.
         label: name shown on the progress line.
@@ -291,6 +336,8 @@ def fit(
         init: warm start when `workdir` holds no checkpoint: a `FitResult`, a parameter pytree (with or without
             a run axis of length 1 or R) or a workdir; the parameters are taken, optimiser state and step start
             afresh (`gvlab.train.warm`). A checkpoint in `workdir` always wins, so rerunning resumes.
+        on_start: called once every input has been validated (shapes, checkpoint, warm start) and the step
+            compiled, before the first step; `gvlab.run` writes config.json there, so a refused fit writes nothing.
 
     Raises:
         NonFiniteError: a metric became NaN or inf (the message names the first such step and metrics).
@@ -300,7 +347,7 @@ def fit(
             per-member inputs disagree on M, or the warm start does not fit.
     """
     t_start = time.perf_counter()
-    mesh = mesh or parallel.data_mesh()
+    mesh = parallel.as_data_mesh(mesh, data_axis)
     repl = parallel.replicated(mesh)
     program = _build(spec, train, mesh, ema_decay)
     runs = program.members
@@ -308,14 +355,18 @@ def fit(
     workdir = Path(workdir) if workdir is not None else None
     checkpointer = Checkpointer(workdir / "ckpt", keep=train.keep) if workdir else None
     metrics_file = MetricsFile(workdir / "metrics.jsonl") if workdir else None
-    ckpt_meta = {**(meta or {}), **_identity_meta(program), "train": config_lib.to_dict(train)}
+    identity = _identity_meta(program)
+    if checkpointer is not None:  # what else determines the numbers, checked when resuming
+        identity["optimizer_probe"] = _optimizer_probe(spec.optimizer, program.abstract_params)
+        identity["batch_size"] = program.batch_size
+    ckpt_meta = {**(meta or {}), **identity, "train": config_lib.to_dict(train)}
     row_members = runs.members if runs.varied else None
 
     def check_guard(guard, last_saved):
         _check_guard(guard, program.metric_names, seeds, last_saved, workdir)
 
     try:
-        state, start, origin = _restore_or_init(program, checkpointer, repl, train, workdir, init)
+        state, start, origin = _restore_or_init(program, checkpointer, repl, train, workdir, init, identity)
         # Rows after the restored step are recomputed bit for bit; drop them so the file matches an unbroken run.
         history = History(metrics_file.keep_until(start) if metrics_file else [])
         guard = program.guard
@@ -327,8 +378,13 @@ def fit(
             if spec.evals:
                 evaluate = jax.jit(program.evaluate).lower(state.params, keys["eval"]).compile()
         compile_s = time.perf_counter() - t_compile
+        if on_start is not None:
+            on_start()
+        if start == train.steps and progress:
+            print(f"[{label}] found the run complete at step {start} in {workdir}; nothing to train",
+                  file=sys.stderr, flush=True)
 
-        bar = Progress(train.steps, start, label, enabled=progress)
+        bar = Progress(train.steps, start, label, enabled=progress and start < train.steps)
         last_saved = start if start > 0 else None
         step = start
         t_loop = time.perf_counter()
@@ -363,8 +419,8 @@ def fit(
                     if stop.requested:  # after this step's rows, so a resumed run misses none
                         raise KeyboardInterrupt(stop.signal_name)
         except KeyboardInterrupt:
-            _save_on_interrupt(checkpointer, state, guard, last_saved, ckpt_meta, check_guard)
-            raise
+            saved = _save_on_interrupt(checkpointer, state, guard, last_saved, ckpt_meta, check_guard)
+            raise Interrupted(saved, workdir) from None
         finally:
             bar.close(step)
         jax.block_until_ready(state)
@@ -385,20 +441,24 @@ def fit(
                      members=runs.members, hyperparams=runs.hyperparams, args=runs.args, origin=origin)
 
 
-def _save_on_interrupt(checkpointer, state, guard, last_saved, ckpt_meta, check_guard) -> None:
+def _save_on_interrupt(checkpointer, state, guard, last_saved, ckpt_meta, check_guard) -> int | None:
     """Checkpoint the state reached when Ctrl-C or SIGTERM arrived, so the same command resumes from there.
 
     Normally the loop raises after a completed step (`deferred_interrupts`). An interrupt from elsewhere (a second
     Ctrl-C, a handler outside the main thread) can land before a step's results are assigned, when `state`
     still names the donated, deleted input: then the last regular checkpoint stands. The step number is read
-    from the state itself, never from the loop counter, so the checkpoint is consistent either way.
+    from the state itself, never from the loop counter, so the checkpoint is consistent either way. Returns the
+    step on disk afterwards (None when nothing is).
     """
-    if checkpointer is None or any(x.is_deleted() for x in jax.tree.leaves(state)):
-        return
+    if checkpointer is None:
+        return None
+    if any(x.is_deleted() for x in jax.tree.leaves(state)):
+        return last_saved
     step = _step_of(state)
     if step != last_saved:
         check_guard(guard, last_saved)  # never checkpoint a non-finite state
         checkpointer.save(step, state, ckpt_meta)
+    return step
 
 
 def _check_guard(guard, metric_names, seeds, last_saved, workdir) -> None:

@@ -32,6 +32,34 @@ def data_mesh(num_devices: int | None = None) -> Mesh:
     return jax.make_mesh((count,), (DATA_AXIS,), axis_types=(AxisType.Auto,), devices=devices[:count])
 
 
+def as_data_mesh(mesh: Mesh | None, data_axis: str | None = None) -> Mesh:
+    """The `("data",)` mesh `fit` runs on, from any mesh a caller made the ordinary way.
+
+    A one-axis mesh of any name and any axis type (`jax.make_mesh((n,), ("batch",))` is `Explicit` by default) is
+    used over the same devices in the same order; so is a mesh whose axes other than `data_axis` have size 1.
+    gvlab splits only the batch (state is replicated), so a mesh with a second non-trivial axis is refused.
+
+    Raises:
+        ConfigError: a mesh gvlab cannot use as it is, with what to pass instead.
+    """
+    if mesh is None:
+        return data_mesh()
+    names = tuple(mesh.axis_names)
+    if data_axis is None:
+        if len(names) != 1:
+            raise ConfigError(f"fit(mesh=...) has axes {names}: name the batch axis with fit(data_axis=...), or "
+                              "pass a one-axis mesh (gvlab.train.data_mesh(), jax.make_mesh((n,), ('data',)))")
+        data_axis = names[0]
+    if data_axis not in names:
+        raise ConfigError(f"data_axis={data_axis!r} is not an axis of the mesh {names}")
+    others = {n: s for n, s in mesh.shape.items() if n != data_axis and s > 1}
+    if others:
+        raise ConfigError(f"gvlab splits only the batch and replicates the state: the mesh's other axes {others} "
+                          "must have size 1 (model parallelism is not supported); pass a one-axis mesh")
+    devices = mesh.devices.reshape(-1)
+    return Mesh(devices, (DATA_AXIS,), axis_types=(AxisType.Auto,))
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
     """Every device holds the whole array (state, keys, metrics)."""
     return NamedSharding(mesh, P())

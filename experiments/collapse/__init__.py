@@ -1,0 +1,1 @@
+"""collapse experiments (see each module's docstring)."""

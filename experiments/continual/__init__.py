@@ -1,0 +1,1 @@
+"""continual experiments (see each module's docstring)."""

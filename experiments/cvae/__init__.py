@@ -1,0 +1,1 @@
+"""cvae experiments (see each module's docstring)."""

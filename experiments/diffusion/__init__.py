@@ -1,0 +1,1 @@
+"""diffusion experiments (see each module's docstring)."""

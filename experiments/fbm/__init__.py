@@ -1,0 +1,1 @@
+"""fbm experiments (see each module's docstring)."""

@@ -1,0 +1,1 @@
+"""instability experiments (see each module's docstring)."""

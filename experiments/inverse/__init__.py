@@ -1,0 +1,1 @@
+"""inverse experiments (see each module's docstring)."""

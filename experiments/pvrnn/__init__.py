@@ -1,0 +1,1 @@
+"""pvrnn experiments (see each module's docstring)."""

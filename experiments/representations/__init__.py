@@ -1,0 +1,1 @@
+"""representations experiments (see each module's docstring)."""

@@ -1,0 +1,1 @@
+"""vae experiments (see each module's docstring)."""

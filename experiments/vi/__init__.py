@@ -1,0 +1,1 @@
+"""vi experiments (see each module's docstring)."""
