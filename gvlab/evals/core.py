@@ -13,8 +13,8 @@ of a finished experiment recomputes nothing, a resumed one recomputes only what 
 
 from __future__ import annotations
 
+import functools
 import json
-import weakref
 import zlib
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -24,20 +24,34 @@ import numpy as np
 
 Evaluator = Callable[[Any, Any, jax.Array], Mapping[str, jax.Array]]
 
-_COMPILED: "weakref.WeakKeyDictionary[Callable, Callable]" = weakref.WeakKeyDictionary()
+_COMPILED: dict[Any, Callable] = {}
+
+
+def _cache_key(fn: Evaluator, mode: str) -> Any:
+    """A `functools.partial` is rebuilt at every call site; equal partials (same function, same bound settings)
+    share one jitted wrapper, so evaluating again does not trace and compile again."""
+    if isinstance(fn, functools.partial):
+        key = (fn.func, fn.args, tuple(sorted(fn.keywords.items())), mode)
+        try:
+            hash(key)
+            return key
+        except TypeError:  # unhashable bound values (arrays): fall back to the partial object itself
+            pass
+    return (fn, mode)
 
 
 def _over_runs(fn: Evaluator, mode: str) -> Callable:
     """`jit` of `fn` mapped over the run axis of its first argument (`vmap`, or `lax.map` when sequential)."""
-    if mode in _COMPILED.get(fn, {}):
-        return _COMPILED[fn][mode]
+    key = _cache_key(fn, mode)
+    if key in _COMPILED:
+        return _COMPILED[key]
     if mode == "vmap":
         mapped = jax.vmap(fn, in_axes=(0, None, None))
     else:
         def mapped(params, data, key):
             return jax.lax.map(lambda p: fn(p, data, key), params)
     compiled = jax.jit(mapped)
-    _COMPILED.setdefault(fn, {})[mode] = compiled
+    _COMPILED[key] = compiled
     return compiled
 
 
