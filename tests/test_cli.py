@@ -22,7 +22,10 @@ LONG = ["train.steps=2000", "train.ckpt_every=200", "train.log_every=100", "trai
 
 def _env():
     env = dict(os.environ)
-    env.pop("XLA_FLAGS", None)  # the CLI runs on the machine's real device count
+    # The CLI runs on the machine's real device count, with the suite's faster-compiling XLA flags (conftest.py).
+    flags = [f for f in env.pop("XLA_FLAGS", "").split() if not f.startswith("--xla_force_host_platform_device")]
+    if flags:
+        env["XLA_FLAGS"] = " ".join(flags)
     env["PYTHONPATH"] = str(ROOT)
     return env
 

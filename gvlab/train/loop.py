@@ -161,7 +161,9 @@ def _build(spec: Spec, train: TrainConfig, mesh, ema_decay: float) -> _Program:
     seeds = runs.seeds
     stacked = runs.num_runs > 1
     repl = parallel.replicated(mesh)
-    step_fn = make_train_step(spec.method, spec.optimizer, ema_decay)
+    # Jitted inside so that JAX traces each function once: the shape queries below (metric names, the checkpoint
+    # skeleton) and the compiled program, vmapped or mapped over runs, reuse the same cached jaxpr.
+    step_fn = jax.jit(make_train_step(spec.method, spec.optimizer, ema_decay))
     zero = jnp.zeros((), jnp.int32)
     # One root key per seed, split into named keys; run i of a stacked fit gets exactly the keys of seed i.
     keys = jax.vmap(run_keys)(jnp.asarray(seeds, jnp.uint32)) if stacked else run_keys(seeds[0])
@@ -172,6 +174,8 @@ def _build(spec: Spec, train: TrainConfig, mesh, ema_decay: float) -> _Program:
         if hyperparams:  # the member's values live in the optimiser state, so checkpoints carry them
             state = state.replace(opt_state=set_hyperparams(state.opt_state, **hyperparams))
         return state
+
+    init_one = jax.jit(init_one)
 
     def first(tree):
         return jax.tree.map(lambda x: x[0], tree)
@@ -191,9 +195,14 @@ def _build(spec: Spec, train: TrainConfig, mesh, ema_decay: float) -> _Program:
                       "data source from it", UserWarning, stacklevel=3)
     one_hyperparams = {name: v[0] for name, v in runs.hyperparams.items()}
     one_args = first(runs.args) if runs.args is not None else None
-    one_state = jax.eval_shape(init_one, one_keys["init"], one_keys["data"], one_arrays, one_hyperparams,
-                               one_args, None)
-    metric_names = sorted(jax.eval_shape(step_fn, one_state, one_batch, one_keys["train"])[1])
+
+    def placed(tree):  # abstract values typed and placed as the compiled program's, so that its trace is reused
+        return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl,
+                                                           weak_type=getattr(x, "weak_type", False)), tree)
+
+    one_state = jax.eval_shape(init_one, *placed((one_keys["init"], one_keys["data"], one_arrays, one_hyperparams,
+                                                  one_args)), None)
+    metric_names = sorted(jax.eval_shape(step_fn, *placed((one_state, one_batch, one_keys["train"])))[1])
 
     def step_one(state, guard, arrays, data_key, train_key):
         batch = parallel.constrain_batch(spec.data.batch(arrays, data_key, state.step), mesh)
@@ -276,13 +285,16 @@ def _optimizer_probe(tx: Any, abstract_params: Any) -> str | None:
     """
     if not isinstance(tx, optax.GradientTransformation):
         return None
-    try:
+    def probe():  # one compiled program, not an eager op per leaf
         params = jax.tree.map(lambda a: jnp.full(a.shape, 0.5, a.dtype), abstract_params)
         grads = jax.tree.map(lambda a: jnp.linspace(-1.0, 1.0, max(a.size, 1), dtype=a.dtype)[: a.size]
                              .reshape(a.shape), abstract_params)
         updates, _ = tx.update(grads, tx.init(params), params)
-        summary = [(float(jnp.mean(jnp.abs(u))), float(jnp.max(jnp.abs(u)))) if u.size else (0.0, 0.0)
-                   for u in jax.tree.leaves(updates)]
+        return [(jnp.mean(jnp.abs(u)), jnp.max(jnp.abs(u))) if u.size else (jnp.zeros(()), jnp.zeros(()))
+                for u in jax.tree.leaves(updates)]
+
+    try:
+        summary = [(float(a), float(b)) for a, b in jax.device_get(jax.jit(probe)())]
     except Exception:  # an optimiser that needs extra arguments: not fingerprinted
         return None
     text = ";".join(f"{a:.4g},{b:.4g}" for a, b in summary)
