@@ -224,10 +224,24 @@ def _override(cfg: Any, overrides: Mapping[str, Any], root: Any, prefix: str) ->
         direct[head] = _override(section, sub, root, prefix + head + ".")
     try:
         return dataclasses.replace(cfg, **direct)
-    except ConfigError:
-        raise
-    except (TypeError, ValueError) as e:  # a config's own __post_init__ validation
-        raise ConfigError(str(e)) from None
+    except (TypeError, ValueError) as e:  # a config's own __post_init__ validation, named by its section
+        section = prefix.rstrip(".")
+        message = str(e) if not section or str(e).startswith(section) else f"{section}: {e}"
+        raise ConfigError(message) from None
+
+
+def check_sizes(cfg: Any, *names: str) -> None:
+    """Raise `ConfigError` unless every named field is a positive int (or a tuple of them; empty is allowed).
+
+    Called by model configs' `__post_init__`, so that `--set model.latent_dim=0` is a config error at once rather
+    than a division by zero deep inside a layer's initialiser.
+    """
+    for name in names:
+        value = getattr(cfg, name)
+        entries = value if isinstance(value, tuple) else (value,)
+        if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in entries):
+            what = "every entry of " + name if isinstance(value, tuple) else name
+            raise ConfigError(f"{what} must be a positive integer size, got {value!r}")
 
 
 def _unknown_key_message(key: str, valid: list[str]) -> str:

@@ -75,7 +75,12 @@ class Run:
         self.sweep = sweep  # the experiment's `registry.Sweep`, if it declares one
         self.fits: dict[str, FitResult] = {}
         self.figures: dict[str, Any] = {}
-        self.cache = Cache(workdir / "evals" if workdir is not None else None)
+        # Until config.json is written (the first fit validated its inputs), cached evaluations stay in memory: a
+        # command refused at that point leaves the workdir as it found it.
+        deferred = pending is not None and not pending.done
+        self.cache = Cache(workdir / "evals" if workdir is not None else None, deferred=deferred)
+        if deferred:
+            pending.on_commit.append(self.cache.flush)
 
     def fit(self, spec: Spec, train: config_lib.TrainConfig | None = None, *, name: str | None = None,
             **fit_kwargs) -> FitResult:
@@ -193,6 +198,7 @@ class PendingConfig:
     def __init__(self, path: Path, record: dict, clear_failed_start: bool = False):
         self.path, self.record, self.clear_failed_start = path, record, clear_failed_start
         self.done = False
+        self.on_commit: list[Callable[[], None]] = []  # what was held back until the inputs were validated
 
     def commit(self) -> None:
         if self.done:
@@ -201,6 +207,8 @@ class PendingConfig:
             workdir_lib.clear_failed_start(self.path.parent)
         _write_json(self.path, {**self.record, "written": _now()})
         self.done = True
+        for flush in self.on_commit:
+            flush()
 
 
 def _identity(fn: Any) -> str:

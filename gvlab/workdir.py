@@ -14,6 +14,7 @@ import datetime
 import fcntl
 import json
 import os
+import shutil
 import socket
 import sys
 from pathlib import Path
@@ -63,6 +64,7 @@ def lock(workdir: str | Path, log=None):
         finally:
             _HELD[workdir] -= 1
         return
+    created = not workdir.exists()
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / LOCK_NAME
     handle = open(path, "a+")
@@ -102,6 +104,13 @@ def lock(workdir: str | Path, log=None):
         handle.flush()
         fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
         handle.close()
+        if created and _holds_nothing(workdir):  # a refused command leaves no trace, not even the folder
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _holds_nothing(workdir: Path) -> bool:
+    """Only the lock file and empty folders."""
+    return all(p.is_dir() or p.name == LOCK_NAME for p in workdir.rglob("*"))
 
 
 def has_progress(workdir: Path) -> bool:

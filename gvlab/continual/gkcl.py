@@ -42,6 +42,7 @@ from gvlab.errors import ConfigError
 from gvlab.models import vae
 from gvlab.nn import MLP
 from gvlab.types import Batch, DataSource, Method, Params, PRNGKey
+from gvlab.config import check_sizes
 
 Variant = Literal["gkcl", "gkcl_no_supcon", "kcl", "finetune"]
 VARIANTS: tuple[str, ...] = ("gkcl", "gkcl_no_supcon", "kcl", "finetune")
@@ -74,6 +75,9 @@ class Config:
     temperature: float = 0.1
     regulariser_init: float = 0.1
     gamma_init: float = 5.0
+
+    def __post_init__(self):
+        check_sizes(self, "hidden", "feature_dim", "support_per_class", "coreset_per_class")
 
 
 def supervised_contrastive_loss(embeddings: Float[Array, "B d"], labels: Int[Array, " B"],

@@ -118,11 +118,19 @@ class Cache:
 
     Args:
         directory: where the `.npz` files live; None keeps nothing (every call computes).
+        deferred: hold new results in memory until `flush()` (a run writes nothing before its inputs are checked).
     """
 
-    def __init__(self, directory: str | Path | None):
+    def __init__(self, directory: str | Path | None, deferred: bool = False):
         self.directory = Path(directory) if directory is not None else None
         self.computed: list[str] = []  # names computed (not loaded) in this process: what a rerun must not grow
+        self.held: dict[str, tuple[str, dict[str, Any]]] | None = {} if deferred else None
+
+    def flush(self) -> None:
+        """Write the held results and store directly from now on."""
+        held, self.held = self.held or {}, None
+        for name, (key, results) in held.items():
+            self.store(name, key, results)
 
     def _path(self, name: str) -> Path:
         safe = name.replace("/", "__")
@@ -130,6 +138,8 @@ class Cache:
 
     def load(self, name: str, key: str) -> dict[str, Any] | None:
         """The stored results of `name` if they were computed for fingerprint `key`, else None."""
+        if self.held and name in self.held and self.held[name][0] == key:
+            return self.held[name][1]
         if self.directory is None or not self._path(name).exists():
             return None
         try:
@@ -144,6 +154,9 @@ class Cache:
 
     def store(self, name: str, key: str, results: Mapping[str, Any]) -> None:
         if self.directory is None:
+            return
+        if self.held is not None:
+            self.held[name] = (key, dict(results))
             return
         self.directory.mkdir(parents=True, exist_ok=True)
         flat = _flatten(results)

@@ -36,6 +36,7 @@ from gvlab.sde.mafbm import (SegmentedSolution, brownian_coefficients, rescaled_
                              solve_fractional, solve_fractional_observed, solve_fractional_segments)
 from gvlab.sde.solve import SDESolution, brownian_increments
 from gvlab.types import Batch, Method, Params, PRNGKey
+from gvlab.config import check_sizes
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -72,6 +73,9 @@ class Config:
     context_dim: int = 0
     learn_step_scale: bool = False
     solver: Literal["diffrax", "scan"] = "diffrax"
+
+    def __post_init__(self):
+        check_sizes(self, "dim", "num_terms", "hidden")
 
 
 class Coefficients(NamedTuple):

@@ -29,6 +29,7 @@ from gvlab.dists import Bernoulli, DiagNormal, kl_divergence
 from gvlab.losses.elbo import elbo_loss, weighted_kl
 from gvlab.nn import MLP
 from gvlab.types import Batch, Method, Params, PRNGKey
+from gvlab.config import check_sizes
 
 _HALF_LOG_2PI_E = 0.5 * math.log(2 * math.pi * math.e)
 
@@ -63,6 +64,9 @@ class Config:
     prior_std: float = 1.0
     decoder_std: float = 1.0
     latent_decoder_std: float = 1.0
+
+    def __post_init__(self):
+        check_sizes(self, "latent_dims", "hidden")
 
 
 class HVAEModel(NamedTuple):

@@ -44,6 +44,7 @@ from jaxtyping import Array, Float
 
 from gvlab.data.batching import epoch_batches
 from gvlab.types import Batch, DataSource, Method, Params, PRNGKey
+from gvlab.config import check_sizes
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -67,6 +68,7 @@ class Config:
     generate_length: int = 500
 
     def __post_init__(self):
+        check_sizes(self, 'hidden', 'latent', 'generate_length')
         if not len(self.hidden) == len(self.latent) == len(self.tau) >= 1:
             raise ValueError(f"hidden, latent and tau need one entry per layer, got {self.hidden}, {self.latent}, "
                              f"{self.tau}")

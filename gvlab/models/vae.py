@@ -32,6 +32,7 @@ from gvlab.dists import Bernoulli, DiagNormal
 from gvlab.losses.elbo import Regulariser, beta_kl, elbo_loss, gaussian_elbo, log_importance_weights
 from gvlab.nn import MLP, ConvDecoder, ConvEncoder
 from gvlab.types import Batch, Method, Params, PRNGKey
+from gvlab.config import check_sizes
 
 # The decoder's Gaussian scale is bounded below: on data with constant pixels an unbounded scale would let the
 # likelihood grow without limit (dequantised data makes the true density bounded, so the floor is never binding
@@ -71,6 +72,9 @@ class Config:
     encoder_variance: Literal["learned", "fixed"] = "learned"
     encoder_std: float = 1.0
     decoder_std: float | None = None
+
+    def __post_init__(self):
+        check_sizes(self, "latent_dim", "hidden")
 
 
 class VAEModel(NamedTuple):

@@ -36,6 +36,7 @@ from gvlab.nn import MLP
 from gvlab.sde import mafbm
 from gvlab.sde.solve import brownian_increments, solve_sde
 from gvlab.types import Batch, Method, Params, PRNGKey
+from gvlab.config import check_sizes
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -72,6 +73,9 @@ class Config:
     decoder_hidden: tuple[int, ...] = (128, 128)
     control_hidden: tuple[int, ...] = (64, 64)
     pixel_noise: float = 0.1
+
+    def __post_init__(self):
+        check_sizes(self, "size", "num_frames", "cond_frames", "latent_dim", "steps_per_frame", "num_terms", "features", "context_frames", "encoder_hidden", "decoder_hidden", "control_hidden")
 
 
 class VideoModel(NamedTuple):

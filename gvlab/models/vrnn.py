@@ -28,6 +28,7 @@ from jaxtyping import Array, Float
 
 from gvlab.dists import DiagNormal, kl_divergence
 from gvlab.types import Batch, Method, Params, PRNGKey
+from gvlab.config import check_sizes
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -47,6 +48,9 @@ class Config:
     features: int = 16
     min_log_scale: float = -5.0
     generate_length: int = 96
+
+    def __post_init__(self):
+        check_sizes(self, "hidden", "latent", "features", "generate_length")
 
 
 class Trace(NamedTuple):

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
 from gvlab.errors import ConfigError
+from gvlab.config import check_sizes
 
 LAYERNORM_EPS = 1e-6
 
@@ -55,13 +56,11 @@ class TransformerConfig:
     rope_base: float = 10_000.0
 
     def __post_init__(self):
+        check_sizes(self, "vocab_size", "width", "depth", "num_heads", "mlp_width")
         if self.width % self.num_heads:
             raise ConfigError(f"width {self.width} must be divisible by num_heads {self.num_heads}")
         if (self.width // self.num_heads) % 2:
             raise ConfigError(f"RoPE needs an even head width, got {self.width // self.num_heads}")
-        for name in ("vocab_size", "width", "depth", "num_heads", "mlp_width"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
 
     @property
     def head_width(self) -> int:
