@@ -9,9 +9,11 @@ trained on the ELBO; its posterior std over time is compared with the analytic c
 (and, reported too, of the MA-fBM prior itself, which is what the posterior can reach exactly).
 
 The model is `gvlab.models.fractional_sde.make` (observation X_T with noise 0.1, no context), one fit per H
-(H is a setting of the model, fixed at initialisation); the posterior std is an evaluator through `run.evaluate`.
+(H is a setting of the model, fixed at initialisation): the values of H are a declared sweep, one point each; the
+posterior std is an evaluator through `run.evaluate`.
 
 Command:  gvlab reproduce fbm/bridge --profile quick   (3 seeds x 800 steps, under 2 min on 2 CPU cores)
+Sweep:    gvlab sweep fbm/bridge --list; gvlab sweep fbm/bridge --index I (one H per task), then reproduce gathers
 Expected: all claims hold, in quick and full (2000 steps, smaller std errors). Measured values: report.json;
           earlier runs: fbm_bridge.md.
 """
@@ -28,6 +30,7 @@ import numpy as np
 import optax
 
 from gvlab import Claim, Spec, TrainConfig, experiment
+from gvlab.registry import Sweep
 from gvlab.config import to_dict
 from gvlab.data import sampled_batches
 from gvlab.models import fractional_sde
@@ -112,6 +115,29 @@ def posterior_std(params, data, key, *, cfg: Config) -> dict:
     return {"std": jnp.std(xs[:, index], axis=0), "paths": xs[:64]}
 
 
+def train_point(cfg: Config, run, point: dict, index: int) -> dict:
+    """One H of the sweep: its fit, the posterior std against the analytic bridge, and 20 paths for the figure."""
+    del index
+    hurst = point["hurst"]
+    tag = f"H{hurst:g}"
+    fit = run.fit(make_spec(cfg, hurst), name=tag)
+    scores = run.evaluate(f"posterior_std_{tag}", functools.partial(posterior_std, cfg=cfg), fit,
+                          key=run.key(f"eval-{tag}"), extra=to_dict(cfg))
+    std, paths = scores["std"], scores["paths"]
+    exact, approx = covariances(cfg, hurst)
+    target, target_approx = analytic_std(cfg, hurst, exact), analytic_std(cfg, hurst, approx)
+    run.log(f"{tag}: posterior std {np.round(std.mean(0), 3)} vs analytic {np.round(target, 3)}")
+    return {f"std_rel_error_{tag}": np.mean(np.abs(std - target) / target, axis=1),
+            f"std_rel_error_vs_mafbm_{tag}": np.mean(np.abs(std - target_approx) / target_approx, axis=1),
+            f"std_t1_{tag}": std[:, EVAL_TIMES.index(1.0)],
+            f"analytic_std_t1_{tag}": float(target[EVAL_TIMES.index(1.0)]),
+            f"final_elbo_{tag}": fit.history.last("elbo/elbo"),
+            "band": {"std": std, "target": target, "target_approx": target_approx, "paths": paths[:, :20]}}
+
+
+SWEEP = Sweep(points=lambda cfg: [{"hurst": hurst} for hurst in cfg.hursts], run=train_point)
+
+
 @experiment(
     "fbm/bridge",
     config=Config(),
@@ -130,27 +156,19 @@ def posterior_std(params, data, key, *, cfg: Config) -> dict:
               metric="std_gap_t1", op=">", threshold=0.1, reduce="all", paper="0.21 (analytic)",
               source="Daems et al. 2024, Fig. 3"),
     ],
+    sweep=SWEEP,
 )
 def fbm_bridge(cfg: Config, run) -> dict:
     """Fractional Brownian bridge: learned posterior std vs the analytic conditional std, H = 0.3 and 0.7."""
     results, bands = {}, {}
-    evaluator = functools.partial(posterior_std, cfg=cfg)
-    for hurst in cfg.hursts:
-        tag = f"H{hurst:g}"
-        fit = run.fit(make_spec(cfg, hurst), name=tag)
-        scores = run.evaluate(f"posterior_std_{tag}", evaluator, fit, key=run.key(f"eval-{tag}"), extra=to_dict(cfg))
-        std, paths = scores["std"], scores["paths"]
-        exact, approx = covariances(cfg, hurst)
-        target, target_approx = analytic_std(cfg, hurst, exact), analytic_std(cfg, hurst, approx)
-        results[f"std_rel_error_{tag}"] = np.mean(np.abs(std - target) / target, axis=1)
-        results[f"std_rel_error_vs_mafbm_{tag}"] = np.mean(np.abs(std - target_approx) / target_approx, axis=1)
-        results[f"std_t1_{tag}"] = std[:, EVAL_TIMES.index(1.0)]
-        results[f"analytic_std_t1_{tag}"] = float(target[EVAL_TIMES.index(1.0)])
-        results[f"final_elbo_{tag}"] = fit.history.last("elbo/elbo")
-        bands[hurst] = (std, target, target_approx, paths)
-        run.log(f"{tag}: posterior std {np.round(std.mean(0), 3)} vs analytic {np.round(target, 3)}")
+    for point in run.gather():  # one per H: finished ones (`gvlab sweep fbm/bridge --index i`) are loaded
+        band = point["results"].pop("band")
+        bands[point["point"]["hurst"]] = tuple(np.asarray(band[k]) for k in ("std", "target", "target_approx",
+                                                                                "paths"))
+        results.update(point["results"])
     low, high = min(cfg.hursts), max(cfg.hursts)
-    results["std_gap_t1"] = results[f"std_t1_H{low:g}"] - results[f"std_t1_H{high:g}"]
+    # float32 as the evaluator returned them (JSON keeps their exact values), so the gap rounds as it always did
+    results["std_gap_t1"] = np.float32(results[f"std_t1_H{low:g}"]) - np.float32(results[f"std_t1_H{high:g}"])
     _figures(cfg, run, bands)
     return results
 
