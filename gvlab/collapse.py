@@ -15,8 +15,8 @@ Cov(x, y), the global optimum has decoder singular values and encoder standard d
 
 so latent dimension i collapses (lambda_i = 0, q = prior) iff theta_i <= beta eta_dec^2: the more y is predictable
 from x (smaller theta), or the larger beta or eta_dec, the more collapse. The official `utils.py` compares sigma
-with sqrt(beta) eta_dec, which contradicts the lambda formula; the threshold here is the lambda one (the notes
-flag the official one as a typo, and `tests/test_collapse.py` checks the formulas against a numerical minimum).
+with sqrt(beta) eta_dec, which contradicts the lambda formula; the threshold here is the lambda one (the
+official one is taken as a typo, and `tests/test_collapse.py` checks the formulas against a numerical minimum).
 
 The second half of the module is the same theory for the paper's linear two-latent hierarchical VAE:
 `hvae_optimum` (Sigma2 learnable), `hvae_optimum_fixed_sigma2` (Sigma2 fixed; one threshold of the official code
@@ -148,8 +148,8 @@ class HVAEOptimum(NamedTuple):
 
     Attributes:
         theta: square roots of the eigenvalues of A = E[x x^T], decreasing (the official `Z`'s singular values).
-        encoder1_singular_values: lambda_i, of W1 A^(1/2) (the official code's `V_1 = W_1 P_A Phi^(1/2)`). The
-            notes call these U1's; they are not (see `decoder1_singular_values`).
+        encoder1_singular_values: lambda_i, of W1 A^(1/2) (the official code's `V_1 = W_1 P_A Phi^(1/2)`). They are
+            not U1's (see `decoder1_singular_values`).
         decoder1_singular_values: of U1: theta_i lambda_i / (lambda_i^2 + sigma1^2).
         encoder2_singular_values: of W2: omega_i / (omega_i^2 + beta2 c^2 / beta1).
         decoder2_singular_values: omega_i, of U2.

@@ -1,4 +1,4 @@
-"""Frozen, typed configs with dotted overrides and a JSON round trip (anchors.md 4.5).
+"""Frozen, typed configs with dotted overrides and a JSON round trip.
 
 Every experiment config is a frozen keyword-only dataclass that nests a `train: TrainConfig`, so
 `--set train.steps=600` works everywhere. Overrides are converted to the declared field type; unknown keys and

@@ -2,8 +2,7 @@
 
 Each distribution is a frozen dataclass registered with `jax.tree_util.register_dataclass`: parameters are
 data leaves and the integer `event_ndims` is static metadata, so distributions pass through `jit`, `vmap`,
-`grad` and `tree_map`. gvlab writes these itself because distrax and TFP fail to import with current JAX
-(anchors.md §2.9).
+`grad` and `tree_map`. gvlab writes these itself because distrax and TFP fail to import with current JAX.
 
 Shapes follow distrax: a sample has shape `sample_shape + batch_shape + event_shape`; `log_prob`, `entropy`
 and `kl_divergence` sum over the event axes and return `sample_shape + batch_shape`. Arguments are broadcast

@@ -1,4 +1,4 @@
-"""The experiment registry: `@experiment`, `Claim`, `get`, `names` (anchors.md 4.3-4.4).
+"""The experiment registry: `@experiment`, `Claim`, `get`, `names`.
 
 An experiment is a function `fn(cfg, run) -> dict[str, float | array]` that fits and evaluates models through
 `run` (a `gvlab.run.Run`) and returns measured numbers. It is registered with its base config (the `full`

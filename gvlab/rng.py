@@ -1,4 +1,4 @@
-"""Key conventions (anchors.md 4.7).
+"""Key conventions.
 
 * Typed keys only: `jax.random.key(seed)`.
 * One root key per run, split once into keys named by purpose (`split_named`); never reuse a key after splitting.

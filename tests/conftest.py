@@ -1,4 +1,4 @@
-"""Test settings shared by every test (anchors.md 4.11).
+"""Test settings shared by every test.
 
 * 4 forced CPU devices, set before the backend starts, so sharding code runs here as on a pod.
 * Rank promotion raises everywhere: implicit broadcasting bugs fail loudly. Strict dtype promotion is a fixture

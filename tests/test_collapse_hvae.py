@@ -193,7 +193,7 @@ def test_learnable_sigma2_closed_form_is_the_numerical_optimum(theta, sigma1, be
 
 
 def test_lambda_is_the_singular_value_of_w1_a_half_not_u1():
-    # The notes call lambda U1's singular values; the numerical optimum says W1 A^(1/2) (the official V_1).
+    # lambda is not U1's singular values: the numerical optimum says W1 A^(1/2) (the official V_1).
     theta, sigma1, beta1, beta2, eta_dec = 1.5, 0.5, 1.0, 2.0, 0.5
     lam = float(_optimum(jnp.array([theta]), sigma1, beta1, beta2, 1.0, eta_dec)
                 .encoder1_singular_values[0])

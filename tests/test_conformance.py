@@ -1,4 +1,4 @@
-"""Every method obeys the same contract (STYLE.md section 4), checked over `gvlab.models.catalogue.CATALOGUE`.
+"""Every method obeys the same contract, checked over `gvlab.models.catalogue.CATALOGUE`.
 
 For each tiny method instance, through `gvlab.fit`: it compiles once (the loss is traced a fixed number of times,
 never once per step), the loss decreases on its toy batch, the same seed gives the same numbers and another seed

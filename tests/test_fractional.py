@@ -245,7 +245,7 @@ def test_mafbm_covariance_matches_exact_ou_monte_carlo(kind, key):
 
 
 # Relative Frobenius error of the optimal MA-fBM covariance on 20 points of (0, 1], K = 5, γ_max = 20, T = 1:
-# the notes' bound 0.15 holds everywhere except type I at H = 0.8 (0.245), which is pinned rather than loosened.
+# the bound 0.15 holds everywhere except type I at H = 0.8 (0.245), which is pinned rather than loosened.
 FROBENIUS = {("type1", 0.2): 0.0663, ("type1", 0.35): 0.0075, ("type1", 0.65): 0.0641, ("type1", 0.8): 0.2450,
              ("type2", 0.2): 0.0292, ("type2", 0.35): 0.0056, ("type2", 0.65): 0.0013, ("type2", 0.8): 0.0012}
 

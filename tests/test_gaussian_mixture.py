@@ -1,8 +1,8 @@
 """Oracles of the analytic Gaussian-mixture fields (gvlab.data.gaussian_mixture) and the sliced Wasserstein metric.
 
 The mixture's noised marginal is a mixture again, so log p_t, its score, the denoiser E[x0 | x_t] and the
-probability-flow velocity are closed-form: the book's conversion identities (Lai et al. 2025; notes section 4d,
-run 1) are checked with them to float32 precision, each against an independent route and a broken variant.
+probability-flow velocity are closed-form: the book's conversion identities (Lai et al. 2025)
+are checked with them to float32 precision, each against an independent route and a broken variant.
 Each test runs one jitted program (per schedule), so the file compiles a handful of programs in all.
 """
 
@@ -130,7 +130,7 @@ def test_score_is_the_gradient_of_log_prob(kind):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_conversion_identities_hold_for_the_analytic_field(kind):
-    """v* = alpha_dot x0* + sigma_dot eps* = f x - g^2 score* / 2 (the notes' gate: max abs error < 1e-4)."""
+    """v* = alpha_dot x0* + sigma_dot eps* = f x - g^2 score* / 2 (the gate: max abs error < 1e-4)."""
     f = _fields()[kind]
     assert np.max(np.abs(f["velocity_converted"] - f["velocity"])) < 1e-4
     assert np.max(np.abs(f["velocity_pf"] - f["velocity"])) < 1e-4

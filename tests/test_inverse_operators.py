@@ -160,6 +160,45 @@ def test_operators_vmap_over_psfs_and_differentiate_wrt_them():
     assert not np.allclose(grad_psf, _apply(by_x, y, y)["forward"][0], atol=1e-2)  # negative control
 
 
+
+LAYOUT = r"expects images of layout \[\.\.\., H, W\] \(channels first, e.g. \[B, C, H, W\]\) with \(H, W\) = \(6, 8\)"
+
+
+@pytest.mark.parametrize("name", ["random_inpainting", "convolution", "super_resolution"])
+def test_operators_reject_a_channels_last_image(name):
+    """An operator that knows its image size raises on `[..., H, W, C]`, also under jit, vmap and grad (the check
+    reads static shapes); the same data channels-first still works (negative control). Shapes only: no compile."""
+    op = _operators()[name]
+    if name == "super_resolution":
+        # Without the image size the pooling is silently done over (W, C): the reason for `image_shape`.
+        assert jax.eval_shape(op.forward, jnp.zeros((3, *SHAPE, 4))).shape == (3, 6, 4, 2)
+        op = inverse.AveragePool(2, image_shape=SHAPE)
+    last, first = jnp.zeros((3, *SHAPE, 4)), jnp.zeros((3, 4, *SHAPE))
+    y_shape = (3, 4, 3, 4) if name == "super_resolution" else first.shape
+    for apply, out_shape in [(op.forward, y_shape), (op.gram, first.shape), (jax.jit(op.forward), y_shape),
+                             (jax.vmap(op.forward), y_shape),  # vmap's body sees one image [6, 8, 4]
+                             (jax.grad(lambda v: jnp.sum(op.forward(v))), first.shape)]:
+        with pytest.raises(ValueError, match=LAYOUT + r", got shape \((3, )?6, 8, 4\)"):
+            jax.eval_shape(apply, last)
+        assert jax.eval_shape(apply, first).shape == out_shape
+    y_first = jnp.zeros(jax.eval_shape(op.forward, first).shape)  # [3, 4, h, w]
+    y_last = jnp.moveaxis(y_first, 1, -1)  # [3, h, w, 4]
+    if name != "super_resolution":  # (h, w) = (H, W): the adjoint checks the same layout
+        with pytest.raises(ValueError, match=LAYOUT):
+            jax.eval_shape(op.adjoint, y_last)
+    else:
+        with pytest.raises(ValueError, match=r"AveragePool expects measurements of layout \[\.\.\., H, W\].*"
+                                             r"\(H, W\) = \(3, 4\), got shape \(3, 3, 4, 4\)"):
+            jax.eval_shape(op.pinv, y_last)
+        with pytest.raises(ValueError, match="multiples of the pooling factor 2"):
+            inverse.AveragePool(2, image_shape=(5, 8))
+    for back in (op.adjoint, op.pinv):
+        assert jax.eval_shape(back, y_first).shape == first.shape
+    # The layout check changes no numbers: one channel of a channels-first batch is the single-channel result.
+    x = jnp.asarray(_data(5, op)[0])  # [3, H, W]
+    stacked = jnp.stack([x, 2 * x], axis=1)  # [3, 2, H, W]
+    np.testing.assert_allclose(op.forward(stacked)[:, 1], 2 * op.forward(x), rtol=1e-6, atol=1e-6)
+
 def test_gaussian_noise_has_the_requested_scale(key):
     y = np.ones((100, *SHAPE), np.float32)
     noisy = np.asarray(jax.jit(inverse.gaussian_noise)(key, y, 0.3))

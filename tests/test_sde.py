@@ -142,3 +142,48 @@ def test_a_solve_from_a_traced_start_has_no_host_callback(key):
 
     assert _host_callbacks(jax.make_jaxpr(ours)(0.5, 0.1)) == 0
     assert _host_callbacks(jax.make_jaxpr(direct)(0.5, 0.1)) > 0
+
+
+@pytest.mark.parametrize("solve", [solve_sde, solve_sde_reference])
+def test_a_noise_shape_that_would_share_one_brownian_motion_is_rejected(key, solve):
+    """Increments `[N, 1]` or `[N]` for a state `[3]` would broadcast one Brownian motion over the three components:
+    ValueError naming the expected `[N, *y0.shape]`, at trace time (also under jit and vmap); `[N, 3]` and a
+    `noise_to_state` that maps the noise to the state's shape still work (negative controls). Shapes only."""
+
+    def run(increments, y0=jnp.ones(3), **kw):
+        return solve(ou_drift, ou_diffusion, y0, increments, t0=0.0, dt=DT, args=ARGS, **kw).ys
+
+    expected = r"expected increments of shape \[N, \*y0.shape\] = \(10, 3\) for diagonal noise"
+    for noise_shape in [(1,), ()]:
+        increments = brownian_increments(key, 10, DT, noise_shape)
+        for apply in (run, jax.jit(run)):
+            with pytest.raises(ValueError, match=expected):
+                jax.eval_shape(apply, increments)
+        with pytest.raises(ValueError, match=r"\[N, \*y0.shape\] = \(10, 3\)"):
+            jax.eval_shape(jax.vmap(run), jnp.stack([increments, increments]), jnp.ones((2, 3)))
+    assert jax.eval_shape(run, brownian_increments(key, 10, DT, (3,))).shape == (11, 3)
+    # Shared noise by design: one increment per row drives both columns, through a noise_to_state of the state's
+    # shape; mapping to another shape is the same error.
+    shared = lambda dw: jnp.broadcast_to(dw[:, None], (3, 2))  # noqa: E731
+    assert jax.eval_shape(lambda i: run(i, jnp.ones((3, 2)), noise_to_state=shared),
+                          brownian_increments(key, 10, DT, (3,))).shape == (11, 3, 2)
+    with pytest.raises(ValueError, match=r"mapped by noise_to_state to shape \(3, 2\), but the state y0 has shape "
+                                         r"\(3, 4\)"):
+        jax.eval_shape(lambda i: run(i, jnp.ones((3, 4)), noise_to_state=shared), brownian_increments(key, 10, DT, (3,)))
+
+
+@pytest.mark.parametrize("solve", [solve_sde, solve_sde_reference])
+def test_diffusion_and_control_of_the_wrong_shape_are_rejected(key, solve):
+    """A diffusion must broadcast to the state without growing it and a control must have the noise's shape (its
+    |u|^2 is the KL of each Brownian motion once); a scalar diffusion and a `[3]` control work (negative controls)."""
+    increments = brownian_increments(key, 10, DT, (3,))
+
+    def run(diffusion, control=None):
+        return jax.eval_shape(lambda i: solve(ou_drift, diffusion, jnp.ones(3), i, t0=0.0, dt=DT, args=ARGS,
+                                              control=control).ys, increments)
+
+    with pytest.raises(ValueError, match=r"the diffusion returns shape \(3, 1\), expected the state's shape \(3,\)"):
+        run(lambda t, y, a: jnp.ones((3, 1)))
+    with pytest.raises(ValueError, match=r"the control returns shape \(\), expected the noise shape \(3,\)"):
+        run(ou_diffusion, lambda t, y, a: jnp.zeros(()))
+    assert run(lambda t, y, a: a["sigma"]).shape == run(ou_diffusion, shift_control).shape == (11, 3)

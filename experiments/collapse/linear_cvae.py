@@ -1,6 +1,6 @@
 """`collapse/linear_cvae`: a trained linear CVAE against the closed-form collapse theory (Dang et al., ICLR 2024).
 
-Data (the notes' design, fixed before any run): N = 4000 pairs, d_x = d_y = d_z = 16, y ~ N(0, diag s^2) with s^2
+Data (fixed before any run): N = 4000 pairs, d_x = d_y = d_z = 16, y ~ N(0, diag s^2) with s^2
 log-spaced in [0.05, 2], x_i = rho y_i / s_i + sqrt(1 - rho^2) n_i, so the conditional covariance of y given x is
 diag(s^2 (1 - rho^2)); rho in {0, 0.5, 0.8, 0.95}; beta = 1, eta_enc = 1, eta_dec = 0.5 (collapse threshold
 beta eta_dec^2 = 0.25).

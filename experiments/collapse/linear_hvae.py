@@ -1,6 +1,6 @@
 """`collapse/linear_hvae`: trained linear two-latent HVAEs against the closed-form collapse theory (Dang et al. 2024).
 
-Data (the notes' design, fixed before any run): N = 4000 points, d0 = d1 = d2 = 16, x ~ N(0, diag s^2) with s^2
+Data (fixed before any run): N = 4000 points, d0 = d1 = d2 = 16, x ~ N(0, diag s^2) with s^2
 log-spaced in [0.05, 2]; sigma1 = 0.5 (Sigma1 = sigma1^2 I fixed), eta_enc = 1, eta_dec = 0.5, beta1 = 1,
 beta2 in {0.5, 1, 2, 4}. Two encoder-variance variants: (a) Sigma2 diagonal and learnable, (b) Sigma2 = sigma2^2 I
 fixed with sigma2 = 0.4. (The first design, sigma2 = eta_enc = 1, makes the two variants' collapse thresholds

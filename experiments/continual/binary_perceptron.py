@@ -1,6 +1,6 @@
 """`continual/binary_perceptron`: variational continual learning of binary weights in a teacher-student perceptron
 (Li & Huang, "Statistical mechanics of continual learning: variational principle and mean-field potential",
-arXiv 2212.02846; notes section 7, mini-experiment part A).
+arXiv 2212.02846; mini-experiment part A).
 
 Setting (fixed before any run): N = 500 binary inputs; task 1 has alpha1 = 2 (P = alpha N examples) with a random
 binary teacher; task 2's teacher overlaps it by r0 in {-0.5, 0, 0.5} (exactly, to 2/N) with alpha2 in {0.5, 1, 2}.
@@ -18,7 +18,7 @@ alpha2 and the KL weight in `Spec.args`. One fit per task and model (the metapla
 objective): every member is a run of one compiled program, with the same seed (the method is deterministic; the
 baseline's small initial noise is shared by the realisations).
 
-Claims (thresholds from the notes' assertions L1-L4 and the issue; "equal task-2 error" fixed at 0.02 before any
+Claims (thresholds from assertions L1-L4, set before any run, and the issue; "equal task-2 error" fixed at 0.02 before any
 run): task-1 error <= 0.1 after task 1; at r0 = 0, alpha2 = 2 the KL run forgets task 1 less than continuation by
 >= 0.05 while its task-2 error is within 0.02 (mean |difference| over realisations); forgetting of the KL run
 falls monotonically with r0; its task-2 error falls monotonically with alpha2.
@@ -26,7 +26,7 @@ falls monotonically with r0; its task-2 error falls monotonically with alpha2.
 Command:  gvlab reproduce continual/binary_perceptron --profile quick   (N = 300, 6 realisations, 1000 steps per
           task; a minute or two on 2 CPU cores. Full: N = 500, 10 realisations, 1500 steps.) Numbers: report.json.
 Expected: 3 of 5 claims hold. The KL run forgets much less but does not reach continuation's task-2 error, and the
-          task-1 error after task 1 plateaus above the notes' 0.1. Both failures are converged optima of the
+          task-1 error after task 1 plateaus above the 0.1 threshold. Both failures are converged optima of the
           objective, not under-training (checked with 4x the steps): the task-1 posterior as prior, weighted once
           against alpha2 N examples, costs task-2 accuracy, so the KL run trades accuracy for memory rather than
           forgetting less "at equal task-2 error".
@@ -101,7 +101,7 @@ def seed_tasks(key: jax.Array, cfg: Config) -> dict[str, jax.Array]:
 
 
 def full_batch(arrays, key, step):
-    """The whole task at every step (the notes' full-batch Adam)."""
+    """The whole task at every step (full-batch Adam)."""
     return arrays
 
 

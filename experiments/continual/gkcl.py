@@ -1,5 +1,5 @@
 """`continual/gkcl`: generative kernel continual learning on split and permuted digits (Derakhshani, Zhen, Shao &
-Snoek 2021, arXiv 2112.13410; notes section 8(d); issue 6).
+Snoek 2021, arXiv 2112.13410; issue 6).
 
 Setting (fixed before any run; `gvlab.continual`): split digits (5 tasks of 2 classes, task-aware) and permuted
 digits (5 tasks of 10 classes, fixed pixel permutations), 130 training images per class, the fixed 300-image test
@@ -12,9 +12,9 @@ encoder means), GKCL without SupCon, KCL (random coreset of 2 images per class s
 task, seeds as the runs of every fit. R[i, j] = test accuracy on task j after task i; ACC and BWT from
 `gvlab.continual.metrics`; memory = floats stored beyond the classifier (coreset pixels, or the cVAE's parameters).
 
-Claims (issue 6 / notes G1-G2, fixed before any run; accuracies as fractions, 1 point = 0.01): on both benchmarks
+Claims (issue 6, G1-G2, fixed before any run; accuracies as fractions, 1 point = 0.01): on both benchmarks
 ACC(GKCL) - ACC(KCL, 2 per class) >= -0.01; on permuted digits ACC(GKCL) - ACC(fine-tune) >= 0.05 (seed means).
-The memory table and the SupCon ablation (notes G3) are reported, not claimed.
+The memory table and the SupCon ablation (G3) are reported, not claimed.
 
 Command:  gvlab reproduce continual/gkcl --profile quick
 Shows:    ACC/BWT per benchmark and variant (seed means with spread), the three claims, the memory table and the

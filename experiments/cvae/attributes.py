@@ -3,7 +3,7 @@ Representations from Attributes using Deep Conditional Generative Models"; Sohn 
 
 Data (`gvlab.data.attributes`): scikit-learn's 8x8 digits, dequantised to [0, 1] ((c + u) / 17), conditioned on
 a = [one-hot class, heavy ink, wide] (the binary attributes: above the class median on the training split).
-Models (the notes' design, fixed before any run), each with several seeds vmapped:
+Models (fixed before any run), each with several seeds vmapped:
   * deterministic: MLP a -> x trained by mean squared error (one output per condition);
   * CVAE: q(z|x, a), learned prior p(z|a), Gaussian generator p(x|a, z) with a learned per-pixel scale, latent 8,
     one hidden layer of 128, trained on the CVAE bound (alpha = 1);
@@ -27,7 +27,7 @@ Shows:    claims 1-3 (fidelity, diversity, best-of-10 vs the deterministic model
           the plain CVAE on the prior-sample conditional log-likelihood); the same metrics for every variant, the
           classifier's accuracy on real test digits, and figures of samples per attribute and of both conditional
           log-likelihood estimates. Measured values in report.json / report.md. With S = 100 the prior-sample
-          estimate is far from converged; the comparison is the one the notes specify.
+          estimate is far from converged; the comparison is the one the design specifies.
 Runtime:  quick (3 seeds x 3000 steps) ~45 s, full (5 seeds) ~80 s on 2 CPU cores.
 """
 

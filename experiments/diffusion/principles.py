@@ -1,5 +1,5 @@
 """`diffusion/principles`: the three views of diffusion models and their samplers on one 2-D problem (Lai, Song, Kim,
-Mitsufuji & Ermon 2025, *The Principles of Diffusion Models*; notes section 4d).
+Mitsufuji & Ermon 2025, *The Principles of Diffusion Models*).
 
 Data (fixed before any run): the 8-Gaussians mixture (means on a circle of radius 2, std 0.1, equal weights), whose
 marginal p_t under any Gaussian path is again a mixture, so score, eps*, x0* and v* are analytic
@@ -181,7 +181,7 @@ def trained_views(cfg: Config, run, spec, floors) -> dict:
         fit = run.fit(Spec(method=method, optimizer=optax.adam(cfg.train.lr),
                            data=_source(spec, cfg.train.batch_size, False)), name=view)
         inputs, ratios = _with_keys(fit, run.key(f"sample-{view}")), {}
-        for sampler in ("heun", "ddim"):  # the claim reads Heun (the notes' design); DDIM is reported beside it
+        for sampler in ("heun", "ddim"):  # the claim reads Heun (the design); DDIM is reported beside it
             evaluator = evaluation.make_sample_evaluator(net.apply, output, schedule, sampler, TRAINED_NFE,
                                                          cfg.num_samples, cfg.num_projections)
             swd = run.evaluate(f"{view}_{sampler}", evaluator, inputs, spec, extra=(

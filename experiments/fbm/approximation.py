@@ -8,8 +8,8 @@ covariance on a 20-point grid of (0, T] is compared with the exact covariance of
 Command:  gvlab reproduce fbm/approximation --profile quick   (about 10 s on 2 CPU cores)
 Expected: claim 1 holds for every H; claim 2 fails at H = 0.8 only, and there the closed-form MA-fBM covariance
           (`cov_error_analytic`) is itself about as far from the fBM covariance as the simulation: K = 5,
-          gamma_max = 20 cannot reach the notes' bound of 0.15 at H = 0.8, whatever the number of simulated paths.
-          Measured values: report.json; earlier runs and notes: fbm_approximation.md.
+          gamma_max = 20 cannot reach the bound of 0.15 at H = 0.8, whatever the number of simulated paths.
+          Measured values: report.json; earlier runs: experiments/fbm/approximation.md.
 """
 
 from __future__ import annotations

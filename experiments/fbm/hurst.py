@@ -18,7 +18,7 @@ Expected: the H = 0.3 claims hold (in quick the learned H is still falling at th
 Why H = 0.7 fails: the exact marginal likelihood (`exact_loglik_*`, scale profiled out) prefers the true H for
           both datasets, but on H = 0.7 data the exact observation step leaves a variational gap that is larger at
           the true H than at 1/2, so the ELBO's optimum stays near 1/2; showing the control more upcoming
-          observations (`context_obs` 4 or 8) narrows that gap without reversing it. The notes' design, a plain
+          observations (`context_obs` 4 or 8) narrows that gap without reversing it. The original design, a plain
           controlled Euler step into each observation (`exact_observation_step=False`), gives the opposite
           picture (H = 0.3 fails, H = 0.7 passes): that step's noise, of variance (s sum omega)^2 dt
           (`last_step_noise_var_*`, several times the observation noise variance for small H), is charged by the
@@ -55,7 +55,7 @@ class Config:
         exact_observation_step: draw the Euler step that ends at each observation from its exact conditional
             given the observation (`FractionalSDE.observed`) instead of a controlled step whose noise variance
             (s sum omega)^2 dt no control can remove and which the ELBO then charges, more for small H (see
-            `last_step_noise_variance`). False is the plain Euler-Maruyama posterior of the notes' design.
+            `last_step_noise_variance`). False is the plain Euler-Maruyama posterior of the original design.
         context_obs: the control sees this many upcoming observations (the next one first; past the last one,
             the last is repeated) and the time left until the next.
         num_terms, gamma_max: the MA-fBM approximation (type I).

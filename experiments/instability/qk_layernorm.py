@@ -1,6 +1,6 @@
 """`instability/qk_layernorm`: attention-logit growth at high learning rate in a tiny Transformer, and qk-layernorm
 as its cure (Wortsman et al. 2023, "Small-scale proxies for large-scale Transformer training instabilities",
-Sec. 3.1; notes section 5d).
+Sec. 3.1).
 
 Data (fixed before any run): bytes (vocabulary 256) of the sorted `.py` files of the standard-library packages
 json, email, http and asyncio of the running Python (about 1.1 MB on 3.11), 95/5 train/validation split by

@@ -1,5 +1,5 @@
 """`inverse/flair`: FLAIR with a small rectified-flow prior on digits, and its DTA / HDC / CRW ablations (Erbach,
-Narnhofer, Dombos, Schiele, Lenssen & Schindler 2025, *Solving Inverse Problems with FLAIR*; notes section 6d).
+Narnhofer, Dombos, Schiele, Lenssen & Schindler 2025, *Solving Inverse Problems with FLAIR*).
 
 Command:  gvlab reproduce inverse/flair --profile quick     (about 5 min on 2 CPU cores; full, 3 priors x 4000 steps
           and 200 test digits, about 6 min; a rerun of a finished workdir recomputes nothing)
@@ -100,7 +100,7 @@ class Config:
 
 
 def _operator(task: str, mask):
-    return Inpainting(mask) if task == "inpainting" else AveragePool(SR_FACTOR)
+    return Inpainting(mask) if task == "inpainting" else AveragePool(SR_FACTOR, image_shape=mask.shape[-2:])
 
 
 def measure(task: str, x0: Float[Array, "N H W"], key: PRNGKeyArray, sigma_y: float, stripe_rows: int):

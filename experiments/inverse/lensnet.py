@@ -1,6 +1,5 @@
 """`inverse/lensnet`: a learned empirical PSF with feature-space Wiener filtering against classical Wiener deconvolution
-and the paper's ablations, on a simulated lensless camera with a mis-calibrated PSF (Bai et al. 2025, LensNet;
-notes section 2d).
+and the paper's ablations, on a simulated lensless camera with a mis-calibrated PSF (Bai et al. 2025, LensNet).
 
 Data (fixed before any run; `gvlab.data.patches`, `gvlab.inverse.lensless`): 32x32 grey images in [0, 1], half
 upsampled digits and half crops of scikit-image's photographs (3000 train, 300 test, disjoint sources). A random
@@ -60,7 +59,7 @@ class Config:
         num_train, num_test: image pairs of the fixed train and test sets.
         channels: LensNet widths per level, finest first (len - 1 Wiener skips).
         noise_std: measurement noise sigma.
-        mismatch: the calibration error dial of `lensless.miscalibrate` (1: the notes' roll + 15% pattern).
+        mismatch: the calibration error dial of `lensless.miscalibrate` (1: a one-pixel roll + a 15% pattern).
         ssim_weight: weight of (1 - SSIM) in the loss.
         weight_decay: AdamW's decoupled weight decay.
         min_lr: the cosine schedule's final learning rate.

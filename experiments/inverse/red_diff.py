@@ -1,6 +1,5 @@
 """`inverse/red_diff`: RED-Diff against DPS on 8 x 8 digits, with an exact Gaussian prior and with a learned one
-(Mardani, Song, Kautz & Vahdat 2024, *A Variational Perspective on Solving Inverse Problems with Diffusion Models*;
-notes section 5d).
+(Mardani, Song, Kautz & Vahdat 2024, *A Variational Perspective on Solving Inverse Problems with Diffusion Models*).
 
 Command:  gvlab reproduce inverse/red_diff --profile quick     (1-2 min on 2 CPU cores; full about twice that)
 Shows:    with the exact Gaussian prior N(m, Sigma + 1e-3 I) of the digits (part A), whether RED-Diff beats DPS at

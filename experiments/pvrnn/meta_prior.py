@@ -4,7 +4,7 @@ Ahmadi & Tani (Neural Computation 2019, arXiv 1811.01339) claim that the meta-pr
 term of PV-RNN's lower bound, sets how the network models randomness: with a high w it develops (nearly)
 deterministic dynamics whose prior sigma is small, with a low w it behaves as a random process, an
 intermediate w reproduces the data's transition probabilities best, and error regression (ER) predicts better
-than a VRNN (Chung et al. 2015). This is the research notes' mini-experiment: 1-D primitive sequences from a
+than a VRNN (Chung et al. 2015). This is a mini-experiment: 1-D primitive sequences from a
 probabilistic finite-state machine (`gvlab.data.pfsm`: A -> B 0.3, A -> C 0.7, B -> A, C -> A), a one-layer
 PV-RNN (d = 24, z = 2, tau = 2) trained full batch for each w in {1e-4, 5e-3, 0.5} (w^(1) = w), a VRNN
 baseline, and held-out test sequences.
@@ -21,7 +21,7 @@ Measurements (one fit whose members are the w, `Spec.args`, times the seeds; arr
   observations), and for the VRNN (filtering with the encoder means, then the prior means).
   As a reference the data's own limit is reported: `oracle_over_mode` is the error of a predictor that knows
   the true label of every primitive already started divided by that of one that knows none (both predict the
-  most probable continuation); for this PFSM and horizon 8 it lies well above the notes' ratio 0.5, which no
+  most probable continuation); for this PFSM and horizon 8 it lies well above the ratio 0.5, which no
   single-continuation predictor can then reach against a no-ER baseline that predicts the most probable path.
 
 Budget adaptations (not in the paper): Adam at lr 3e-3 on the weights and 3e-2 on the adaptive vectors for a

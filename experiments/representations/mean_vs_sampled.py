@@ -6,7 +6,7 @@ posterior is the prior for every input. Their means are near-constant leftovers 
 each other, while their samples are pure prior noise. Without the passive variables the two representations are
 about equally disentangled, and dropping them does not hurt a downstream classifier.
 
-Design (the notes' mini-experiment, fixed before any run): dSprites-lite (`gvlab.data.shapes`, 20x20 binary
+Design (fixed before any run): dSprites-lite (`gvlab.data.shapes`, 20x20 binary
 images, factors shape/scale/x/y); N = 6000 training images drawn with replacement and a separate evaluation set of
 5000; a beta-VAE (`gvlab.models.vae`: MLP encoder 400 -> 256 -> 128 -> 2 x 10, Bernoulli decoder mirrored) for
 beta in {1, 4, 8}, batch 128, Adam 1e-3, 2500 steps, the seeds vmapped in one fit per beta. On the evaluation set,
@@ -21,7 +21,7 @@ per model (beta, seed), with the `gvlab.diagnostics` functions:
   with C = 1, as disentanglement_lib's downstream task without its cross-validation of C, solved by L-BFGS in JAX)
   on the raw mean representation, trained on the 6000 training images and tested on the
   evaluation set (a split fixed by the data keys), per factor, with all dimensions and without the passive ones.
-The claims read the models with at least `min_passive` = 2 passive variables (the notes expect them at beta >= 4),
+The claims read the models with at least `min_passive` = 2 passive variables (expected at beta >= 4),
 pooled over betas and seeds; each claim must hold for every such model (`reduce="all"`). When no model qualifies,
 the claim metrics are NaN, so the claims fail with "non-finite measurement" instead of passing on nothing; the
 number of qualifying models per beta is reported as `qualifying`.

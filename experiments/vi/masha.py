@@ -1,8 +1,8 @@
 """`vi/masha`: compressed distributed extragradient (MASHA1 / MASHA2) on a regularised bilinear game with 10 workers
-on real JAX devices (Beznosikov, Richtarik, Diskin, Ryabinin & Gasnikov, NeurIPS 2022, arXiv 2110.03313; notes
-section 6d; issue 6).
+on real JAX devices (Beznosikov, Richtarik, Diskin, Ryabinin & Gasnikov, NeurIPS 2022, arXiv 2110.03313;
+issue 6).
 
-Problem (the notes' design, fixed before any run): f_m(x, y) = x^T B_m y + a_m^T x + c_m^T y + (lambda/2)||x||^2
+Problem (fixed before any run): f_m(x, y) = x^T B_m y + a_m^T x + c_m^T y + (lambda/2)||x||^2
 - (lambda/2)||y||^2 on worker m = 1..10, d_x = d_y = 50 (d = 100), B_m ~ N(0, 1/d), a_m, c_m ~ N(0, 1), lambda = 0.1;
 z* by a linear solve, z^0 = 0, L = ||mean_m A_m||_2. One problem draw and one compression seed per seed.
 Methods (`gvlab.optim`), each given the same uplink budget of floats per worker:
@@ -12,7 +12,7 @@ Methods (`gvlab.optim`), each given the same uplink budget of floats per worker:
          iteration plus d on each refresh.
   MASHA2 TopK (K = 5) with error feedback, same anchor refresh.
 Floats: a sparse message costs K values + K indices (an index counted as one float-sized word); results also give
-the MASHA1 ratio with values only (the notes' other convention). Step sizes of the compressed methods: the grid
+the MASHA1 ratio with values only (the other convention). Step sizes of the compressed methods: the grid
 gamma_EG x {1, 1/2, 1/4, 1/8}; per method the grid point reaching r <= 1e-6 on most seeds, then with the fewest
 floats (median), then the lowest minimum error (rule fixed before the run). r = ||z - z*||^2 / ||z^0 - z*||^2.
 Linear convergence of MASHA2 (criterion fixed before the run): the least-squares slope of log10 r against the
@@ -179,7 +179,7 @@ def _masha(cfg: Config, run) -> dict:
     curves, chosen, grid_floats = {}, {}, {}
     for index, name in enumerate(METHODS):
         algorithm, per_iteration = make_algorithm(cfg, name)
-        fractions = (1.0,) if name == "eg" else cfg.step_fractions  # EG at the notes' fixed gamma_EG
+        fractions = (1.0,) if name == "eg" else cfg.step_fractions  # EG at the fixed gamma_EG
         repeat = len(fractions)  # runs (members) seed-major: run s * repeat + g is seed s, grid step g
         step_sizes = np.repeat(cfg.eg_step / lipschitz, repeat) * np.tile(fractions, seeds)
         keys = jax.random.split(jax.random.fold_in(run.key("compression"), index), seeds * repeat)

@@ -13,10 +13,10 @@ Every variant shares a feature extractor h (an MLP with L2-normalised output) tr
   CE(KRR on generated support, real query) - ELBO(real) - ELBO(replay) + w SupCon(encoder means).
   The feature extractor is not replayed; the support passes to the classifier with `stop_gradient`, so the
   classification loss trains h, lambda, gamma, beta and the generator learns only from its ELBO and SupCon.
-* `"gkcl_no_supcon"`: GKCL with w = 0 (the notes' ablation).
+* `"gkcl_no_supcon"`: GKCL with w = 0 (the SupCon ablation).
 * `"finetune"`: per-task linear heads on h, no memory (the lower baseline).
 
-The cVAE works in input space (the notes' mini-experiment; the paper's choice is unverified) and reuses
+The cVAE works in input space (this mini-experiment's choice; the paper's is unverified) and reuses
 `gvlab.models.vae.make_model`. `make(model)` is one run's `Method`; a stream is one fit per task, each started from
 the previous task's fit (`fit(init=previous)`, seeds as runs). The frozen generator that replay draws from is the
 generator the fit starts from, kept in `TrainState.extra` (`Method.init_extra`): checkpointed with the run, never
@@ -50,7 +50,7 @@ VARIANTS: tuple[str, ...] = ("gkcl", "gkcl_no_supcon", "kcl", "finetune")
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Config:
-    """Architecture and objective shared by the variants (defaults: the notes' mini-experiment, section 8(d)).
+    """Architecture and objective shared by the variants (defaults: the `continual/gkcl` mini-experiment).
 
     Attributes:
         hidden: hidden widths of the feature extractor.

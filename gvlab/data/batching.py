@@ -1,4 +1,4 @@
-"""Data sources whose batches are a pure function of `(key, step)` (anchors.md 4.7).
+"""Data sources whose batches are a pure function of `(key, step)`.
 
 `epoch_batches` walks a finite dataset in epochs: epoch `e = step // steps_per_epoch` uses the permutation drawn
 from `fold_in(perm_key, e)` and step t takes its slice `t % steps_per_epoch`. Resuming at step t therefore needs

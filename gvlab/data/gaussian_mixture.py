@@ -2,7 +2,7 @@
 
 For data x0 ~ sum_k pi_k N(m_k, s^2 I) in d dimensions and any Gaussian path x_t = alpha_t x0 + sigma_t eps
 (`gvlab.diffusion.schedules.Schedule`), every marginal is again a mixture (Lai et al. 2025, *The Principles of
-Diffusion Models*; the 2-D example of the notes' section 4d):
+Diffusion Models*; the 2-D example of `diffusion/principles`):
 
     p_t(x) = sum_k pi_k N(x; alpha_t m_k, v_t I),            v_t = alpha_t^2 s^2 + sigma_t^2,
     score*(x, t) = grad log p_t(x) = sum_k r_k(x) (alpha_t m_k - x) / v_t,

@@ -1,6 +1,6 @@
 """Small greyscale images in [0, 1] for lensless-imaging experiments: upsampled digits mixed with natural patches.
 
-The LensNet mini-experiment's data (notes section 2d; Bai et al. 2025 train on real lensless captures, which
+The LensNet mini-experiment's data (`inverse/lensnet`; Bai et al. 2025 train on real lensless captures, which
 cannot be had offline). Half of each set are scikit-learn's 8x8 digits resized to `size x size` (order-1, i.e.
 bilinear, `skimage.transform.resize`; x4 for the default 32), half are random `size x size` crops of
 scikit-image's bundled photographs converted to grey (`camera`, `astronaut`, `coffee`, `chelsea`, `rocket`;

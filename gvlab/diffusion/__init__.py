@@ -5,5 +5,126 @@ Modules: `schedules` (VP linear / cosine, VE, rectified flow: alpha_t, sigma_t, 
 score matching, flow matching and x0 regression with time weightings; `make_method` with classifier-free-guidance
 label dropout), `samplers` (Euler, Heun, DDIM, DPM-Solver-1/2, DDPM ancestral, reverse-SDE Euler-Maruyama, adaptive
 diffrax Tsit5; guidance), `likelihood` (exact or Hutchinson log-likelihood through the probability-flow ODE),
-`metrics` (sliced Wasserstein distance).
+`metrics` (sliced Wasserstein distance), `evaluation` (samplers and trained models against an analytic target).
+
+The public surface, importable from `gvlab.diffusion` itself (loaded on first use, PEP 562, so importing one
+submodule does not import the others or diffrax):
+
+* schedules: `Schedule`, `KINDS`, `Kind`;
+* parameterisation: `Prediction`, `PREDICTIONS`, `convert`, `per_example`, `probability_flow_velocity`;
+* losses: `make_method`, `matching_loss`, `eps_matching_loss`, `score_matching_loss`, `flow_matching_loss`,
+  `noised`, `regression_target`, `sample_time`, `time_weight`, `drop_labels`, `Weighting`, `WEIGHTINGS`;
+* samplers: `Model`, `Samples`, `sample`, `SAMPLERS`, `time_grid`, `initial_noise`, `num_function_evals`, `euler`,
+  `heun`, `ddim`, `dpm_solver_1`, `dpm_solver_2`, `ddpm`, `euler_maruyama`, `adaptive_ode`, `guided`;
+* likelihood: `log_likelihood`, `LogLikelihood`, `bits_per_dim`, `gaussian_prior_log_prob`;
+* metrics: `sliced_wasserstein`.
+
+    >>> from gvlab.diffusion import Model, Schedule, sample, sliced_wasserstein
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+_EXPORTS = {
+    "KINDS": "gvlab.diffusion.schedules",
+    "Kind": "gvlab.diffusion.schedules",
+    "Schedule": "gvlab.diffusion.schedules",
+    "PREDICTIONS": "gvlab.diffusion.parameterisation",
+    "Prediction": "gvlab.diffusion.parameterisation",
+    "convert": "gvlab.diffusion.parameterisation",
+    "per_example": "gvlab.diffusion.parameterisation",
+    "probability_flow_velocity": "gvlab.diffusion.parameterisation",
+    "WEIGHTINGS": "gvlab.diffusion.losses",
+    "Weighting": "gvlab.diffusion.losses",
+    "drop_labels": "gvlab.diffusion.losses",
+    "eps_matching_loss": "gvlab.diffusion.losses",
+    "flow_matching_loss": "gvlab.diffusion.losses",
+    "make_method": "gvlab.diffusion.losses",
+    "matching_loss": "gvlab.diffusion.losses",
+    "noised": "gvlab.diffusion.losses",
+    "regression_target": "gvlab.diffusion.losses",
+    "sample_time": "gvlab.diffusion.losses",
+    "score_matching_loss": "gvlab.diffusion.losses",
+    "time_weight": "gvlab.diffusion.losses",
+    "SAMPLERS": "gvlab.diffusion.samplers",
+    "Model": "gvlab.diffusion.samplers",
+    "Samples": "gvlab.diffusion.samplers",
+    "adaptive_ode": "gvlab.diffusion.samplers",
+    "ddim": "gvlab.diffusion.samplers",
+    "ddpm": "gvlab.diffusion.samplers",
+    "dpm_solver_1": "gvlab.diffusion.samplers",
+    "dpm_solver_2": "gvlab.diffusion.samplers",
+    "euler": "gvlab.diffusion.samplers",
+    "euler_maruyama": "gvlab.diffusion.samplers",
+    "guided": "gvlab.diffusion.samplers",
+    "heun": "gvlab.diffusion.samplers",
+    "initial_noise": "gvlab.diffusion.samplers",
+    "num_function_evals": "gvlab.diffusion.samplers",
+    "sample": "gvlab.diffusion.samplers",
+    "time_grid": "gvlab.diffusion.samplers",
+    "LogLikelihood": "gvlab.diffusion.likelihood",
+    "bits_per_dim": "gvlab.diffusion.likelihood",
+    "gaussian_prior_log_prob": "gvlab.diffusion.likelihood",
+    "log_likelihood": "gvlab.diffusion.likelihood",
+    "sliced_wasserstein": "gvlab.diffusion.metrics",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
+    from gvlab.diffusion.schedules import KINDS as KINDS
+    from gvlab.diffusion.schedules import Kind as Kind
+    from gvlab.diffusion.schedules import Schedule as Schedule
+    from gvlab.diffusion.parameterisation import PREDICTIONS as PREDICTIONS
+    from gvlab.diffusion.parameterisation import Prediction as Prediction
+    from gvlab.diffusion.parameterisation import convert as convert
+    from gvlab.diffusion.parameterisation import per_example as per_example
+    from gvlab.diffusion.parameterisation import probability_flow_velocity as probability_flow_velocity
+    from gvlab.diffusion.losses import WEIGHTINGS as WEIGHTINGS
+    from gvlab.diffusion.losses import Weighting as Weighting
+    from gvlab.diffusion.losses import drop_labels as drop_labels
+    from gvlab.diffusion.losses import eps_matching_loss as eps_matching_loss
+    from gvlab.diffusion.losses import flow_matching_loss as flow_matching_loss
+    from gvlab.diffusion.losses import make_method as make_method
+    from gvlab.diffusion.losses import matching_loss as matching_loss
+    from gvlab.diffusion.losses import noised as noised
+    from gvlab.diffusion.losses import regression_target as regression_target
+    from gvlab.diffusion.losses import sample_time as sample_time
+    from gvlab.diffusion.losses import score_matching_loss as score_matching_loss
+    from gvlab.diffusion.losses import time_weight as time_weight
+    from gvlab.diffusion.samplers import SAMPLERS as SAMPLERS
+    from gvlab.diffusion.samplers import Model as Model
+    from gvlab.diffusion.samplers import Samples as Samples
+    from gvlab.diffusion.samplers import adaptive_ode as adaptive_ode
+    from gvlab.diffusion.samplers import ddim as ddim
+    from gvlab.diffusion.samplers import ddpm as ddpm
+    from gvlab.diffusion.samplers import dpm_solver_1 as dpm_solver_1
+    from gvlab.diffusion.samplers import dpm_solver_2 as dpm_solver_2
+    from gvlab.diffusion.samplers import euler as euler
+    from gvlab.diffusion.samplers import euler_maruyama as euler_maruyama
+    from gvlab.diffusion.samplers import guided as guided
+    from gvlab.diffusion.samplers import heun as heun
+    from gvlab.diffusion.samplers import initial_noise as initial_noise
+    from gvlab.diffusion.samplers import num_function_evals as num_function_evals
+    from gvlab.diffusion.samplers import sample as sample
+    from gvlab.diffusion.samplers import time_grid as time_grid
+    from gvlab.diffusion.likelihood import LogLikelihood as LogLikelihood
+    from gvlab.diffusion.likelihood import bits_per_dim as bits_per_dim
+    from gvlab.diffusion.likelihood import gaussian_prior_log_prob as gaussian_prior_log_prob
+    from gvlab.diffusion.likelihood import log_likelihood as log_likelihood
+    from gvlab.diffusion.metrics import sliced_wasserstein as sliced_wasserstein

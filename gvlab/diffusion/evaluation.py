@@ -1,4 +1,4 @@
-"""Measuring samplers, trained models and guidance against an analytic target (the notes' section 4d checks).
+"""Measuring samplers, trained models and guidance against an analytic target (the `diffusion/principles` checks).
 
 On a Gaussian mixture (`gvlab.data.gaussian_mixture`) every marginal p_t is analytic, so a sampler can be run with
 the exact field eps*(x, t) and its error separated from the network's. The quality measure is the sliced

@@ -1,7 +1,7 @@
 """Regression losses of Gaussian-path models: eps prediction, denoising score matching and flow matching.
 
 With x_t = alpha_t x0 + sigma_t eps, eps ~ N(0, I) and t ~ U[t_min, t_max] (`Schedule`), the three views of
-Lai et al. (2025, *The Principles of Diffusion Models*; notes section 4a, item 2) train one network by
+Lai et al. (2025, *The Principles of Diffusion Models*) train one network by
 
     L_eps = E w(t) ||eps_hat(x_t, t) - eps||^2                  minimiser eps*(x, t) = E[eps | x_t = x]   (DDPM)
     L_s   = E w(t) ||s_hat(x_t, t) + eps / sigma_t||^2          minimiser score*(x, t) = grad log p_t(x)   (DSM)

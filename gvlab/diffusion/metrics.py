@@ -5,7 +5,7 @@ Sliced Wasserstein-2 (Rabin et al. 2011; Bonneel et al. 2015) between two empiri
     SWD_2(a, b) = ( E_theta W_2^2(theta^T a, theta^T b) )^(1/2),   W_2^2 in 1-D = (1/N) sum_i (a'_(i) - b'_(i))^2,
 
 with theta uniform on the unit sphere (Monte Carlo over `num_projections` directions) and a'_(i) the sorted
-projections, the exact 1-D optimal coupling. The notes' 2-D diffusion checks (section 4d) compare a sampler's SWD
+projections, the exact 1-D optimal coupling. The 2-D diffusion checks (`diffusion/principles`) compare a sampler's SWD
 with the noise floor SWD(data, fresh data).
 
     >>> import jax, jax.numpy as jnp

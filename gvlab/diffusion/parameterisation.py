@@ -1,7 +1,7 @@
 """Conversions between the four predictions of a Gaussian-path model at a given (x_t, t).
 
-With x_t = alpha_t x0 + sigma_t eps (Lai et al. 2025, *The Principles of Diffusion Models*, Sec. 2-4 and the
-notes' shared notation):
+With x_t = alpha_t x0 + sigma_t eps (Lai et al. 2025, *The Principles of Diffusion Models*, Sec. 2-4, and
+its notation):
 
     x0 = (x_t - sigma_t eps) / alpha_t,      score = -eps / sigma_t,      v = alpha_dot x0 + sigma_dot eps,
 

@@ -8,7 +8,7 @@ flow x_1 ~ N(0, I)), and runs down a time grid t_max = t_0 > t_1 > ... > t_N = t
 draws of p_{t_min}; `sample(..., denoise=True)` adds one last evaluation returning Tweedie's E[x0 | x_{t_min}].
 
 With lambda_t = log(alpha_t / sigma_t) and h = lambda_s - lambda_t > 0 for a step t -> s < t
-(Lai et al. 2025, *The Principles of Diffusion Models*; notes section 4a, item 4):
+(Lai et al. 2025, *The Principles of Diffusion Models*):
 
     sampler          update t -> s                                                        NFE (N steps)
     euler            x_s = x_t + (s - t) v(x_t, t)           (probability-flow ODE)       N
@@ -321,7 +321,7 @@ def velocity_field(model: Model, schedule: Schedule, x_example: Array, t_example
     """The probability-flow velocity as `field(t, x, args)` for diffrax, and its `args`.
 
     The model's traced parameters are hoisted out by `jax.closure_convert` and passed through `args`, so the field
-    closes over nothing traced (STYLE.md section 3, "SDEs").
+    closes over nothing traced (as `gvlab.sde.solve` asks of vector fields).
     """
     velocity, consts = jax.closure_convert(lambda x, t: evaluate(model, "velocity", schedule, x, t),
                                            x_example, jnp.asarray(t_example, x_example.dtype))

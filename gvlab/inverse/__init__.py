@@ -7,7 +7,26 @@ oracle of RED-Diff, DPS and FLAIR), `wiener` (pixel- and feature-space Wiener de
 simulated lensless camera, SSIM, the tuned Wiener baseline), `metrics` (PSNR, RMS residual, the jitted classifier
 fit), `solvers` (DPS, RED-Diff and FLAIR on one regularised step, and the exact model of a Gaussian prior for oracle
 checks).
+
+The public surface, importable from `gvlab.inverse` itself:
+
+* operators: `Operator` (the union of `Identity`, `Inpainting`, `AveragePool`, `Convolution`),
+  `make_random_inpainting`, `make_box_inpainting`, `box_stripe_masks`, `make_convolution`, `psf_to_origin`,
+  `dense_matrix`, `gaussian_noise`, `noisy_measurement`;
+* matrix: `MatrixOperators`, `matrix_form`, `measure_tasks`;
+* gaussian: `gaussian_posterior`, `GaussianPosterior`, `sample_posterior`, `fit_gaussian`, `sample_gaussian`;
+* wiener: `wiener_deconvolve`, `feature_wiener`;
+* lensless: `coded_mask_psf`, `miscalibrate`, `measure`, `wiener_reconstruct`, `best_wiener_regulariser`,
+  `reconstruction_loss`, `ssim`;
+* metrics: `psnr`, `rms_residual`, `fit_classifier`;
+* solvers: `dps`, `red_diff`, `flair`, `Solution`, `regularised_step`, `red_reading`, `red_diff_times`,
+  `flair_times`, `calibrated_weights`, `model_error_curve`, `gaussian_prior_model`, and `Model` (the denoiser the
+  solvers take, `Model(predict, prediction)`; defined in `gvlab.diffusion.samplers`).
+
+    >>> from gvlab.inverse import Inpainting, Model, dps, psnr
 """
+
+from gvlab.diffusion.samplers import Model as Model
 
 from gvlab.inverse.gaussian import GaussianPosterior as GaussianPosterior
 from gvlab.inverse.gaussian import fit_gaussian as fit_gaussian

@@ -1,7 +1,7 @@
 """A simulated lensless camera, a mis-calibrated PSF, SSIM in JAX, and the tuned classical Wiener baseline (LensNet).
 
 Bai et al. 2025 (LensNet, IJCAI) reconstruct x from a lensless capture y = h (*) x + n. Their PSFs are measured
-(DiffuserCam / PhlatCam) and their data real; this module simulates the notes' stand-in (notes section 2d):
+(DiffuserCam / PhlatCam) and their data real; this module simulates a stand-in:
 
 * `coded_mask_psf`: a random coded mask / caustic: 40 point sources of brightness U(0.5, 1) blurred by a Gaussian
   of sigma 0.7 px, plus a faint pattern of random lines, spread over the whole image (distances wrap around, as
@@ -9,7 +9,7 @@ Bai et al. 2025 (LensNet, IJCAI) reconstruct x from a lensless capture y = h (*)
   convolves with `psf_to_origin` of them.
 * `measure`: y = g (h (*) x) + n, circular FFT convolution, per-image gain g ~ U(0.9, 1.1), n ~ N(0, 0.01^2).
 * `miscalibrate`: the PSF a careless calibration gives, h_cal = normalise(shift(h, a s) + a f p) with s = (1, 1)
-  pixels, f = 0.15 and p an independent pattern: `amount` a = 0 gives h itself, a = 1 the notes' mismatch.
+  pixels, f = 0.15 and p an independent pattern: `amount` a = 0 gives h itself, a = 1 the default mismatch.
 * `ssim`: the structural similarity of Wang et al. 2004 (Eq. 13) with an 11-tap Gaussian window (sigma 1.5) and
   K1 = 0.01, K2 = 0.03, averaged over the positions where the window fits inside the image: equal to
   `skimage.metrics.structural_similarity(gaussian_weights=True, sigma=1.5, use_sample_covariance=False)`
@@ -90,7 +90,7 @@ def miscalibrate(key: PRNGKeyArray, psf: Float[Array, "H W"], amount: float | Fl
     Args:
         key: randomness of the spurious pattern p.
         psf: the true centred PSF `[H, W]`, summing to 1.
-        amount: a >= 0, the mismatch dial (0: perfect calibration, 1: the notes' mismatch).
+        amount: a >= 0, the mismatch dial (0: perfect calibration, 1: a one-pixel roll plus a 15% pattern).
         shift: s, pixels (rows, columns) of the misregistration at a = 1.
         pattern_fraction: f, weight of the spurious pattern at a = 1.
     """

@@ -81,7 +81,7 @@ def task_matrices(task: str, key: PRNGKeyArray, shape: tuple[int, int], keep_fra
         return matrix_form(make_box_inpainting(shape, top, left, box, box), shape, shape)
     if task.startswith("sr") and task[2:].isdigit():
         factor = int(task[2:])
-        return matrix_form(AveragePool(factor), shape, tuple(n // factor for n in shape))
+        return matrix_form(AveragePool(factor, image_shape=shape), shape, tuple(n // factor for n in shape))
     raise ValueError(f"unknown task {task!r}; choose from 'inpainting', 'box' and 'srK' (K an integer)")
 
 

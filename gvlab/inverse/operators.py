@@ -10,7 +10,11 @@ function, can be vmapped over (a stack of PSFs) and differentiated (`jax.grad` w
 
     forward(x) = A x,   adjoint(y) = A^T y,   gram(x) = A^T A x,   pinv(y) = A^+ y (Moore-Penrose).
 
-Images are `[..., H, W]` (one image or any leading batch axes); A acts on the last two axes. Leading axes are
+Images are `[..., H, W]` (one image or any leading batch axes); A acts on the last two axes, so a multi-channel
+image is channels-first, `[..., C, H, W]`. An operator built for a known image size (`Inpainting`'s mask,
+`Convolution`'s PSF, `AveragePool(factor, image_shape)`) raises ValueError on an input whose last two axes are not
+that size (a channels-last `[..., H, W, C]` image would otherwise be acted on over the wrong axes); the check reads
+static shapes only, so it holds under `jit`, `vmap` and `grad`. Leading axes are
 broadcast and real spectra cast to complex explicitly, so everything runs under `jax_numpy_rank_promotion="raise"`
 and strict dtype promotion. Inpainting keeps y image-shaped
 (y = m * x, zeros where m is False) rather than selecting the kept pixels, so masks from keys jit with static
@@ -61,6 +65,15 @@ def _power(k: Array) -> Array:
     return jnp.square(k.real) + jnp.square(k.imag)
 
 
+def _check_image(op: str, x: Array, expected: tuple[int, ...], what: str = "images") -> None:
+    """Raises ValueError unless the last two axes of `x` are `expected` (a static shape check: jit/vmap/grad-safe)."""
+    expected = tuple(int(n) for n in expected)
+    if tuple(x.shape[-2:]) != expected:
+        raise ValueError(
+            f"{op} expects {what} of layout [..., H, W] (channels first, e.g. [B, C, H, W]) with (H, W) = {expected}, "
+            f"got shape {tuple(x.shape)}; move a channels-last [..., H, W, C] image with jnp.moveaxis(x, -1, -3)")
+
+
 class _LinearOperator:
     """Defaults shared by every operator: A^T A as the composition (subclasses override when it is cheaper)."""
 
@@ -96,6 +109,7 @@ class Inpainting(_LinearOperator):
     mask: Bool[Array, "H W"]
 
     def forward(self, x: Float[Array, "*batch H W"]) -> Float[Array, "*batch H W"]:
+        _check_image("Inpainting", x, self.mask.shape[-2:])
         return jnp.where(jnp.broadcast_to(self.mask, x.shape), x, jnp.zeros((), x.dtype))
 
     def adjoint(self, y: Float[Array, "*batch H W"]) -> Float[Array, "*batch H W"]:
@@ -143,18 +157,36 @@ def box_stripe_masks(key: PRNGKeyArray, num: int, shape: tuple[int, int], box: i
     return ~(in_box[None] | in_stripe)
 
 
-@_pytree(meta_fields=("factor",))
+@_pytree(meta_fields=("factor", "image_shape"))
 class AveragePool(_LinearOperator):
     """Super-resolution: A averages non-overlapping `factor x factor` blocks, `[..., H, W] -> [..., H/f, W/f]`.
 
     A A^T = I / f^2, so A^T is nearest upsampling divided by f^2 and A^+ = f^2 A^T is nearest upsampling
     (RED-Diff's SR H_pinv). H and W must be multiples of `factor` (static).
+
+    Attributes:
+        factor: the pooling factor f (static).
+        image_shape: the `(H, W)` of the images it acts on (static, optional). With it, `forward` rejects inputs
+            whose last two axes are not `(H, W)` and `adjoint` / `pinv` those whose last two are not
+            `(H / f, W / f)`, e.g. a channels-last `[..., H, W, C]` image, which would be pooled over W and C.
+            Without it, only divisibility by f is checked.
     """
 
     factor: int
+    image_shape: tuple[int, int] | None = None
+
+    def __post_init__(self):
+        if self.image_shape is not None:
+            shape = tuple(int(n) for n in self.image_shape)
+            if len(shape) != 2 or shape[0] % self.factor or shape[1] % self.factor:
+                raise ValueError(f"image_shape must be (H, W) with H and W multiples of the pooling factor "
+                                 f"{self.factor}, got {self.image_shape}")
+            object.__setattr__(self, "image_shape", shape)  # hashable static metadata
 
     def forward(self, x: Float[Array, "*batch H W"]) -> Float[Array, "*batch h w"]:
         f = self.factor
+        if self.image_shape is not None:
+            _check_image("AveragePool", x, self.image_shape)
         *lead, h, w = x.shape
         if h % f or w % f:
             raise ValueError(f"image shape {(h, w)} is not divisible by the pooling factor {f}")
@@ -164,6 +196,8 @@ class AveragePool(_LinearOperator):
         return self.pinv(y) / self.factor**2
 
     def pinv(self, y: Float[Array, "*batch h w"]) -> Float[Array, "*batch H W"]:
+        if self.image_shape is not None:
+            _check_image("AveragePool", y, tuple(n // self.factor for n in self.image_shape), "measurements")
         return jnp.repeat(jnp.repeat(y, self.factor, axis=-2), self.factor, axis=-1)
 
 
@@ -202,9 +236,8 @@ class Convolution(_LinearOperator):
         return jnp.fft.rfft2(self.psf)
 
     def _apply(self, x: Array, spectrum: Array) -> Array:
+        _check_image("Convolution", x, self.psf.shape)  # the PSF is [H, W], the image size
         shape = x.shape[-2:]
-        if shape != self.psf.shape:
-            raise ValueError(f"image shape {shape} differs from the PSF's {self.psf.shape}")
         x_hat = jnp.fft.rfft2(x)
         # Real spectra are cast to complex explicitly: strict dtype promotion has no float -> complex path.
         return jnp.fft.irfft2(x_hat * _lift(spectrum.astype(x_hat.dtype), x.ndim), s=shape).astype(x.dtype)

@@ -13,7 +13,7 @@ program for every operator of a type, measurement, noise level and key, and hype
     red_diff   Adam on ||y - A mu||^2 / (2 sigma_y^2) + lambda w_t sg(eps_hat - eps)^T mu             N     0
     flair      mu -= lambda_R(t) (mu - D(x_t, t)) / t  (DTA noise), then hard data consistency (HDC)     N     0
 
-RED-Diff and FLAIR share one step (notes, "Shared components"): with the same network evaluation,
+RED-Diff and FLAIR share one step: with the same network evaluation,
 
     sigma_t / alpha_t (eps_hat - eps) = mu - D(x_t, t)        (exactly, for any model: `red_reading`),
 
@@ -177,7 +177,7 @@ def regularised_step(model: Model, schedule: Schedule, mu: Float[Array, "B H W"]
 
 def red_reading(model: Model, schedule: Schedule, mu: Float[Array, "B H W"], eps: Float[Array, "B H W"],
                 t: ArrayLike, regulariser_weight: ArrayLike = 0.25, weighting: str = "snr") -> RedReading:
-    """Both sides of RED-Diff's RED reading (notes, section 5a, item 3), from one evaluation at
+    """Both sides of RED-Diff's RED reading (Mardani et al. 2024, Sec. 4), from one evaluation at
     x_t = alpha_t mu + sigma_t eps:
 
         eps_form      = lambda w(t) (eps_hat(x_t, t) - eps)        (the gradient of the official `algos/reddiff.py`)
@@ -324,7 +324,7 @@ def red_diff(model: Model, schedule: Schedule, op: Operator, y: Float[Array, "B 
              data_weight: ArrayLike | None = None, init: Float[Array, "B H W"] | None = None,
              times: Float[Array, " N"] | None = None, optimizer: optax.GradientTransformation | None = None
              ) -> Solution:
-    """RED-Diff (Mardani et al. 2024; notes section 5a; official `algos/reddiff.py`), with the stop-gradient.
+    """RED-Diff (Mardani et al. 2024; official `algos/reddiff.py`), with the stop-gradient.
 
     The variational mean mu (init A^+ y) takes one optimiser step per time t_k of a descending grid, each with a
     fresh eps, on

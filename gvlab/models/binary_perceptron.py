@@ -64,7 +64,7 @@ def overlapping_teacher(key: PRNGKey, teacher: Float[Array, " N"], overlap: Floa
     """A binary teacher whose overlap with `teacher` is `overlap` (to the nearest 2/N).
 
     Flips exactly n = round(N (1 - r0) / 2) entries at random positions, so (1/N) sum_i w1_i w2_i = 1 - 2n/N
-    exactly, not just in expectation (the notes' tasks with "r0 in {-0.5, 0, 0.5}").
+    exactly, not just in expectation (the continual/binary_perceptron tasks use r0 in {-0.5, 0, 0.5}).
 
     Raises:
         ConfigError: a concrete overlap outside [-1, 1].

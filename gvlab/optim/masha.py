@@ -17,7 +17,7 @@ compression noise vanishes too: linear convergence for strongly monotone F, unli
 (`NaiveCompressedExtragradient`). Uplink per worker and iteration: one compressed message (2K floats with indices)
 plus d with probability 1 - tau; the paper's choice 1 - tau ~ 1/q = K/d makes the two terms comparable.
 
-Verification status: the structure above is the notes' reconstruction, consistent with the paper's abstract (RandK
+Verification status: the structure above is a reconstruction, consistent with the paper's abstract (RandK
 for MASHA1, TopK for MASHA2, unbiased vs contractive); the algorithm boxes themselves could not be read through the
 search tools (only the abstract was retrievable), so the update order is unconfirmed and the theorems' step-size
 constants are not used: gamma is chosen on a grid (see `experiments/vi/masha.py`). Test oracle: with K = d and

@@ -46,7 +46,7 @@ class AffineVI(NamedTuple):
 
 def make_bilinear_game(key: PRNGKeyArray, num_workers: int, dim_x: int, dim_y: int,
                        regularisation: float) -> AffineVI:
-    """The regularised bilinear game of the notes' mini-experiment, split over `num_workers` workers.
+    """The regularised bilinear game of the MASHA mini-experiment (`vi/masha`), split over `num_workers` workers.
 
     f_m(x, y) = x^T B_m y + a_m^T x + c_m^T y + (lambda/2)||x||^2 - (lambda/2)||y||^2, with B_m ~ N(0, 1/d) entrywise
     (d = dim_x + dim_y) and a_m, c_m ~ N(0, 1). Its operator F_m = (grad_x f_m, -grad_y f_m) is affine:
@@ -117,5 +117,5 @@ def strong_monotonicity(problem: AffineVI) -> Float[Array, ""]:
 
 def relative_error(z: Float[Array, "... d"], solution: Float[Array, " d"],
                    start: Float[Array, " d"]) -> Float[Array, "..."]:
-    """r = ||z - z*||^2 / ||z^0 - z*||^2, the error measure of the notes' mini-experiment (section 6d)."""
+    """r = ||z - z*||^2 / ||z^0 - z*||^2, the error measure of the `vi/masha` mini-experiment."""
     return jnp.sum((z - solution) ** 2, axis=-1) / jnp.sum((start - solution) ** 2)

@@ -1,2 +1,82 @@
 """Stochastic differential equations: diffrax solvers with pre-sampled Brownian increments, a `lax.scan`
-Euler-Maruyama reference, Girsanov path KL, and fractional noise (Markov-approximate fBM)."""
+Euler-Maruyama reference, Girsanov path KL, and fractional noise (Markov-approximate fBM).
+
+Modules: `solve` (`solve_sde` and its scan reference), `fractional` (the MA-fBM approximation's closed forms and
+exact fBM draws), `mafbm` (SDEs driven by MA-fBM: X plus K Ornstein-Uhlenbeck processes on one Brownian motion).
+
+The public surface, importable from `gvlab.sde` itself (loaded on first use, PEP 562, so `gvlab.sde.fractional`
+does not import diffrax):
+
+* solve: `solve_sde`, `solve_sde_reference`, `brownian_increments`, `SDESolution`;
+* fractional: `gamma_grid`, `optimal_coefficients`, `riemann_coefficients`, `unit_variance_scale`,
+  `fbm_covariance`, `mafbm_covariance`, `approximation_error`, `sample_fbm`;
+* mafbm: `solve_fractional`, `solve_fractional_segments`, `solve_fractional_observed`, `SegmentedSolution`,
+  `sample_paths`, `brownian_coefficients`, `fractional_fields`, `rescaled_step`.
+
+    >>> from gvlab.sde import brownian_increments, gamma_grid, solve_fractional, solve_sde
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+_EXPORTS = {
+    "SDESolution": "gvlab.sde.solve",
+    "brownian_increments": "gvlab.sde.solve",
+    "solve_sde": "gvlab.sde.solve",
+    "solve_sde_reference": "gvlab.sde.solve",
+    "approximation_error": "gvlab.sde.fractional",
+    "fbm_covariance": "gvlab.sde.fractional",
+    "gamma_grid": "gvlab.sde.fractional",
+    "mafbm_covariance": "gvlab.sde.fractional",
+    "optimal_coefficients": "gvlab.sde.fractional",
+    "riemann_coefficients": "gvlab.sde.fractional",
+    "sample_fbm": "gvlab.sde.fractional",
+    "unit_variance_scale": "gvlab.sde.fractional",
+    "SegmentedSolution": "gvlab.sde.mafbm",
+    "brownian_coefficients": "gvlab.sde.mafbm",
+    "fractional_fields": "gvlab.sde.mafbm",
+    "rescaled_step": "gvlab.sde.mafbm",
+    "sample_paths": "gvlab.sde.mafbm",
+    "solve_fractional": "gvlab.sde.mafbm",
+    "solve_fractional_observed": "gvlab.sde.mafbm",
+    "solve_fractional_segments": "gvlab.sde.mafbm",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
+    from gvlab.sde.solve import SDESolution as SDESolution
+    from gvlab.sde.solve import brownian_increments as brownian_increments
+    from gvlab.sde.solve import solve_sde as solve_sde
+    from gvlab.sde.solve import solve_sde_reference as solve_sde_reference
+    from gvlab.sde.fractional import approximation_error as approximation_error
+    from gvlab.sde.fractional import fbm_covariance as fbm_covariance
+    from gvlab.sde.fractional import gamma_grid as gamma_grid
+    from gvlab.sde.fractional import mafbm_covariance as mafbm_covariance
+    from gvlab.sde.fractional import optimal_coefficients as optimal_coefficients
+    from gvlab.sde.fractional import riemann_coefficients as riemann_coefficients
+    from gvlab.sde.fractional import sample_fbm as sample_fbm
+    from gvlab.sde.fractional import unit_variance_scale as unit_variance_scale
+    from gvlab.sde.mafbm import SegmentedSolution as SegmentedSolution
+    from gvlab.sde.mafbm import brownian_coefficients as brownian_coefficients
+    from gvlab.sde.mafbm import fractional_fields as fractional_fields
+    from gvlab.sde.mafbm import rescaled_step as rescaled_step
+    from gvlab.sde.mafbm import sample_paths as sample_paths
+    from gvlab.sde.mafbm import solve_fractional as solve_fractional
+    from gvlab.sde.mafbm import solve_fractional_observed as solve_fractional_observed
+    from gvlab.sde.mafbm import solve_fractional_segments as solve_fractional_segments

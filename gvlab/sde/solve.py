@@ -11,7 +11,10 @@ uncontrolled (prior) laws by Girsanov's theorem (e.g. Li et al. 2020, Eq. 5; Dae
 Noise may be shared between state components: `increments` have the *noise* shape and `noise_to_state` maps
 one increment to the state's shape (e.g. one Brownian motion driving a state variable and its K auxiliary
 Ornstein-Uhlenbeck processes, as in the Markov-approximate fBM). The control lives in the noise space too, so the
-KL counts each Brownian motion once.
+KL counts each Brownian motion once. The shapes are checked when the solve is traced (static shapes, so under
+`jit`, `vmap` and `grad` too): a mapped increment must have the state's shape, the diffusion must broadcast to it
+without growing it, and the control must have the noise's shape; otherwise ValueError. (Broadcasting would
+silently drive several state components with one Brownian motion: increments `[N, 1]` for a state `[3]`.)
 
 Increments are sampled up front, per example (`brownian_increments`), because training through a solve with
 diffrax's `VirtualBrownianTree` is several times slower under `grad` on CPU. Vector fields take their parameters
@@ -98,6 +101,44 @@ def _augmented_fields(drift: Field, diffusion: Field, control: Field | None, noi
     return aug_drift, aug_diffusion
 
 
+def _shape(x) -> tuple[int, ...]:
+    """The shape of an array or a `ShapeDtypeStruct`, () for a Python scalar."""
+    return tuple(x.shape) if hasattr(x, "shape") else tuple(jnp.shape(x))
+
+
+def _check_shapes(name: str, diffusion: Field, y0: Array, increments: Array, t0: Any, args: Any,
+                  control: Field | None, noise_to_state: Callable) -> None:
+    """ValueError unless noise_to_state(increment), diffusion * it, and the control have the shapes they must.
+
+    Shapes only (`eval_shape`: nothing is computed), so the check costs a trace and works on traced inputs.
+    """
+    state = tuple(y0.shape)
+    if increments.ndim < 1:
+        raise ValueError(f"{name}: increments must be [N, *noise] Brownian increments, got shape {increments.shape}")
+    noise = tuple(increments.shape[1:])
+    mapped = _shape(jax.eval_shape(noise_to_state, jax.ShapeDtypeStruct(noise, increments.dtype)))
+    if mapped != state:
+        raise ValueError(
+            f"{name}: one Brownian increment (noise shape {noise}, from increments of shape "
+            f"{tuple(increments.shape)}) is mapped by noise_to_state to shape {mapped}, but the state y0 has shape "
+            f"{state}; expected increments of shape [N, *y0.shape] = {(increments.shape[0], *state)} for diagonal "
+            f"noise (the default identity noise_to_state), or a noise_to_state that returns the state's shape "
+            f"{state}: broadcasting would drive several state components with one Brownian motion")
+    g = _shape(eqx.filter_eval_shape(diffusion, t0, y0, args))
+    try:
+        product = tuple(jnp.broadcast_shapes(g, mapped))
+    except ValueError:
+        product = None
+    if product != state:
+        raise ValueError(f"{name}: the diffusion returns shape {g}, expected the state's shape {state} (or a shape "
+                         f"that broadcasts to it), since it multiplies the noise elementwise")
+    if control is not None:
+        u = _shape(eqx.filter_eval_shape(control, t0, y0, args))
+        if u != noise:
+            raise ValueError(f"{name}: the control returns shape {u}, expected the noise shape {noise} (increments "
+                             f"[N, *noise] of shape {tuple(increments.shape)}): u is added to the driving noise")
+
+
 def _grid(t0: float, dt: float, num_steps: int, save_every: int, dtype) -> Array:
     if num_steps % save_every:
         raise ValueError(f"num_steps={num_steps} must be a multiple of save_every={save_every}")
@@ -114,6 +155,7 @@ def solve_sde(drift: Field, diffusion: Field, y0: Array, increments: Array, *, t
         diffusion: g(t, y, args), the state's shape (multiplies the mapped increment elementwise).
         y0: initial state.
         increments: `[N, *noise]` Brownian increments (`brownian_increments`); N fixes the number of steps.
+            With the default `noise_to_state` (diagonal noise) `*noise` is the state's shape.
         t0, dt: start time and step.
         args: parameters of the fields (gradients flow through them).
         control: u(t, y, args) of the noise's shape, added to the driving noise; enables the path KL.
@@ -123,7 +165,12 @@ def solve_sde(drift: Field, diffusion: Field, y0: Array, increments: Array, *, t
 
     Returns:
         `SDESolution` with `ys[0] = y0` and the KL accumulated to each save time.
+
+    Raises:
+        ValueError: at trace time, if `noise_to_state` of one increment does not have the state's shape, the
+            diffusion does not broadcast to it, or the control does not have the noise's shape.
     """
+    _check_shapes("solve_sde", diffusion, y0, increments, t0, args, control, noise_to_state)
     num_steps = increments.shape[0]
     dtype = y0.dtype
     ts = _grid(t0, dt, num_steps, save_every, dtype)
@@ -163,6 +210,7 @@ def solve_sde_reference(drift: Field, diffusion: Field, y0: Array, increments: A
 
     y_{n+1} = y_n + [f + g * u] dt + g * dW_n,   kl_{n+1} = kl_n + |u|^2 dt / 2, all evaluated at (t_n, y_n).
     """
+    _check_shapes("solve_sde_reference", diffusion, y0, increments, t0, args, control, noise_to_state)
     num_steps = increments.shape[0]
     dtype = y0.dtype
     ts = _grid(t0, dt, num_steps, save_every, dtype)

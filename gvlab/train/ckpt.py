@@ -1,4 +1,4 @@
-"""Checkpoints: the only module that imports orbax (its API moved twice in two years; anchors.md 4.9).
+"""Checkpoints: the only module that imports orbax (its API moved twice in two years).
 
 Layout: `<directory>/<step>/{state,meta}`. The loop decides *when* to save; orbax decides how many to keep.
 Every checkpoint's meta carries a CRC32 fingerprint of the state's bytes, so a checkpoint whose files were damaged

@@ -1,4 +1,4 @@
-"""`fit`: the one train loop (anchors.md 4.6-4.10).
+"""`fit`: the one train loop.
 
 It compiles the step once (ahead of time, so the compile time is measured and a recompile is impossible), then
 drives it with a progress line, `metrics.jsonl` rows, evaluations with fixed keys, checkpoints every

@@ -1,4 +1,4 @@
-"""The canonical train step: `step(state, batch, key) -> (state, metrics)` (anchors.md 4.6).
+"""The canonical train step: `step(state, batch, key) -> (state, metrics)`.
 
 One builder serves every method. It folds the step number into the key (so no key lives in the state and a
 resumed run draws the same numbers), reports every term of the loss plus gradient, update and parameter norms,
