@@ -30,7 +30,8 @@ class TrainConfig:
     Attributes:
         steps: optimiser steps in total (a resumed run continues up to this number).
         batch_size: examples per step (over all devices; must divide evenly across them).
-        lr: learning rate of the experiment's optimiser.
+        lr: learning rate: `fit` trains with Adam at `lr` when `Spec.optimizer` is None; an experiment that builds
+            its own optimiser reads it there (`fit` warns when an injected learning rate disagrees).
         seed: seed of the first run; `num_seeds` runs use seed, seed+1, ...
         num_seeds: independent runs vmapped in one compiled program.
         log_every: steps between rows of `metrics.jsonl` and progress updates.

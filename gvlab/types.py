@@ -87,7 +87,8 @@ class Spec(NamedTuple):
 
     Attributes:
         method: the pure functions of the method.
-        optimizer: an optax transformation (learning-rate schedules close over step counts here).
+        optimizer: an optax transformation (learning-rate schedules close over step counts here), or None for
+            Adam at `train.lr` (the config is then the one source of the learning rate).
         data: the training data source.
         evals: `{name: fn(params, key) -> metrics}` run every `train.eval_every` steps and at the end, with a
             fixed key so curves are comparable across steps; logged as `eval/<name>/<metric>`. They close over

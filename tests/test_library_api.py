@@ -38,6 +38,26 @@ def test_a_batch_size_the_data_source_does_not_use_is_flagged():
         fit(regression_spec(batch_size=16), TrainConfig(**{**TRAIN.__dict__, "batch_size": 32}), progress=False)
 
 
+def test_train_lr_is_the_learning_rate_when_the_spec_leaves_the_optimiser_out():
+    # spec.optimizer=None: Adam at train.lr, so the config decides; negative control: another lr, other numbers.
+    own = fit(regression_spec(lr=0.05), TRAIN, progress=False)
+    from_config = fit(regression_spec()._replace(optimizer=None), TRAIN, progress=False)
+    np.testing.assert_array_equal(own.params["w"], from_config.params["w"])
+    other = fit(regression_spec()._replace(optimizer=None), TrainConfig(**{**TRAIN.__dict__, "lr": 0.01}),
+                progress=False)
+    assert not np.array_equal(own.params["w"], other.params["w"])
+
+
+def test_a_train_lr_the_optimiser_does_not_use_is_flagged():
+    spec = regression_spec()._replace(optimizer=optax.inject_hyperparams(optax.adam)(learning_rate=0.05))
+    with pytest.warns(UserWarning, match="train.lr=0.2 is not the learning rate of spec.optimizer \\(0.05\\)"):
+        fit(spec, TrainConfig(**{**TRAIN.__dict__, "lr": 0.2}), progress=False)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same lr: no warning
+        fit(spec, TRAIN, progress=False)
+
+
 def test_library_resume_refuses_another_optimiser(tmp_path):
     spec = regression_spec()
     fit(spec, TRAIN, tmp_path, progress=False)

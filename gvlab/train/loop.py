@@ -278,6 +278,28 @@ def _identity_meta(program: _Program) -> dict:
     return meta
 
 
+def _with_optimizer(spec: Spec, train: TrainConfig) -> Spec:
+    """`Spec.optimizer=None` means Adam at `train.lr`: then the config is the one source of the learning rate.
+
+    A spec with its own optimiser decides its learning rate; where that optimiser exposes it as an injected
+    hyperparameter (`optax.inject_hyperparams`) and it disagrees with `train.lr`, say so, since a user who set
+    `train.lr` would otherwise see no effect.
+    """
+    if spec.optimizer is None:
+        return spec._replace(optimizer=optax.adam(train.lr))
+    if "learning_rate" not in spec.hyperparams and isinstance(spec.optimizer, optax.GradientTransformation):
+        try:  # an injected learning rate sits in the top-level state's hyperparams
+            lr = spec.optimizer.init({"probe": jnp.zeros(())}).hyperparams["learning_rate"]
+            lr = float(lr)
+        except Exception:  # not injected, a schedule, or an optimiser that needs more: nothing to compare
+            return spec
+        if not np.isclose(lr, train.lr):
+            warnings.warn(f"train.lr={train.lr:g} is not the learning rate of spec.optimizer ({lr:g}): fit trains "
+                          "with the optimiser's; leave spec.optimizer=None to train with Adam at train.lr",
+                          UserWarning, stacklevel=3)
+    return spec
+
+
 def _optimizer_probe(tx: Any, abstract_params: Any) -> str | None:
     """A fingerprint of what the optimiser does: its first update for a fixed probe gradient, summarised per leaf to
     4 significant digits (so that another device's rounding does not change it, while another learning rate or
@@ -359,6 +381,7 @@ def fit(
             per-member inputs disagree on M, or the warm start does not fit.
     """
     t_start = time.perf_counter()
+    spec = _with_optimizer(spec, train)
     mesh = parallel.as_data_mesh(mesh, data_axis)
     repl = parallel.replicated(mesh)
     program = _build(spec, train, mesh, ema_decay)
