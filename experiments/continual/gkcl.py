@@ -26,6 +26,8 @@ Expected: all three claims hold. GKCL forgets through its replayed generator (ne
           accuracy without stored exemplars. The SupCon ablation is reported, not claimed.
 Runtime:  a few minutes on 2 CPU cores (quick); every task is a fit warm-started from the previous task's fit,
           GKCL and its ablation are members of one fit (`Spec.args`), KCL and fine-tuning fit on their own.
+Sweep:    one point per (benchmark, family), each a chain of task fits: `gvlab sweep continual/gkcl --list`, one per
+          task with `--index I`; `gvlab reproduce continual/gkcl` gathers them (running what is missing).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ import optax
 from gvlab import Claim, Spec, TrainConfig, experiment
 from gvlab.continual import gkcl, metrics, tasks
 from gvlab.errors import ConfigError
+from gvlab.registry import Sweep
 from gvlab.train.parallel import data_mesh
 
 BENCHMARKS = ("split", "permuted")
@@ -122,6 +125,23 @@ def run_family(cfg: Config, run, bench: str, stream: tasks.TaskStream, family: s
     return out
 
 
+def sweep_points(cfg: Config) -> list[dict]:
+    """One point per benchmark and family with a chosen variant: each is a chain of warm-started task fits."""
+    return [{"benchmark": bench, "family": family} for bench in cfg.benchmarks for family, members in FAMILIES.items()
+            if any(v in cfg.variants for v in members)]
+
+
+def train_point(cfg: Config, run, point: dict, index: int) -> dict:
+    """The variants of one family on one benchmark (`run_family`), task after task."""
+    del index
+    bench, family = point["benchmark"], point["family"]
+    stream = task_stream(bench, run.key(f"stream/{bench}"), cfg)
+    return run_family(cfg, run, bench, stream, family, tuple(v for v in FAMILIES[family] if v in cfg.variants))
+
+
+SWEEP = Sweep(points=sweep_points, run=train_point)
+
+
 @experiment(
     "continual/gkcl",
     config=Config(),
@@ -140,6 +160,7 @@ def run_family(cfg: Config, run, bench: str, stream: tasks.TaskStream, family: s
         Claim(statement="Permuted digits: GKCL beats fine-tuning: ACC(GKCL) - ACC(fine-tune) >= 0.05 (5 points)",
               metric="permuted/gkcl_minus_finetune", op=">=", threshold=0.05, source="issue 6; notes G2"),
     ],
+    sweep=SWEEP,
 )
 def gkcl_digits(cfg: Config, run) -> dict:
     """GKCL vs KCL (coreset) vs fine-tuning on split and permuted digits: ACC, BWT, memory."""
@@ -149,16 +170,15 @@ def gkcl_digits(cfg: Config, run) -> dict:
     unknown = sorted(set(cfg.variants) - set(gkcl.VARIANTS))
     if unknown:
         raise ConfigError(f"unknown variants {unknown}; choose from {list(gkcl.VARIANTS)}")
+    points = run.gather()  # one per (benchmark, family): finished ones (`gvlab sweep ... --index i`) are loaded
     for bench in cfg.benchmarks:
-        stream = task_stream(bench, run.key(f"stream/{bench}"), cfg)
         per_variant = {}
-        for family, members in FAMILIES.items():
-            chosen = tuple(v for v in members if v in cfg.variants)
-            if chosen:
-                per_variant.update(run_family(cfg, run, bench, stream, family, chosen))
+        for point in points:
+            if point["point"]["benchmark"] == bench:
+                per_variant.update(point["results"])
         for variant in cfg.variants:
             out = per_variant[variant]
-            r = out["accuracy"]
+            r = np.asarray(out["accuracy"], np.float32)  # as the evaluator returned it (JSON keeps the values)
             matrices[bench, variant], memory[bench, variant] = r, out["memory"]
             results[f"{bench}/{variant}/acc"] = np.asarray(metrics.average_accuracy(r))
             results[f"{bench}/{variant}/bwt"] = np.asarray(metrics.backward_transfer(r)) if r.shape[-1] > 1 \
