@@ -325,13 +325,17 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MPLBACKEND", "Agg")  # figures are files; never try to open a window
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
 
+    from gvlab import signals as received
+
     def on_sigterm(signum, frame):  # schedulers pre-empt with SIGTERM: checkpoint and stop like Ctrl-C
+        received.note(signum)
         raise KeyboardInterrupt
 
     signals: list[int] = []
 
     def on_sigint(signum, frame):  # remembered: a C extension interrupted while loading raises ImportError instead
         signals.append(signum)
+        received.note(signum)  # and again before training, should a library swallow the KeyboardInterrupt
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_sigterm)
@@ -350,6 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt as e:
+        received.clear()
         print(f"\n{_interrupt_message(e)}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception:

@@ -37,6 +37,7 @@ from gvlab import config as config_lib
 from gvlab.config import TrainConfig
 from gvlab.errors import CheckpointError, ConfigError, Interrupted, NonFiniteError
 from gvlab.rng import run_keys
+from gvlab import signals
 from gvlab.train import members as members_lib
 from gvlab.train import parallel
 from gvlab.train import warm
@@ -419,6 +420,7 @@ def fit(
             print(f"[{label}] found the run complete at step {start} in {workdir}; nothing to train",
                   file=sys.stderr, flush=True)
 
+        signals.raise_if_received()  # a Ctrl-C during start-up that a library swallowed: nothing trains
         bar = Progress(train.steps, start, label, enabled=progress and start < train.steps)
         last_saved = start if start > 0 else None
         step = start
