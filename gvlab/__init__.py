@@ -14,6 +14,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
+from gvlab.lazy import lazy_exports
+
 __version__ = "0.1.0"
 
 _EXPORTS = {
@@ -34,11 +36,7 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value  # later lookups skip this function
-        return value
+def _subpackage(name: str):
     try:  # subpackages: `gvlab.dists` after a bare `import gvlab`
         return importlib.import_module(f"gvlab.{name}")
     except ModuleNotFoundError as e:
@@ -47,8 +45,7 @@ def __getattr__(name: str):
         raise AttributeError(f"module 'gvlab' has no attribute {name!r}") from None
 
 
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(globals(), _EXPORTS, fallback=_subpackage)
 
 
 if TYPE_CHECKING:  # static analysers and IDEs see the eager imports

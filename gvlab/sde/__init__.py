@@ -18,8 +18,9 @@ does not import diffrax):
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from gvlab.lazy import lazy_exports
 
 _EXPORTS = {
     "SDESolution": "gvlab.sde.solve",
@@ -47,16 +48,7 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value  # later lookups skip this function
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)
 
 
 if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
