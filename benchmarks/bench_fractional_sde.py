@@ -37,13 +37,25 @@ round); steps/s per round, best (minimum time) and median, the process CPU secon
 cores a step really kept busy) and the load average are printed, with the ratios torch/gvlab-diffrax (target >= 3)
 and gvlab-diffrax/gvlab-scan in time per step (target <= 1.5).
 
-    pip install -e '.[bench]'   # torch; a CPU build is enough
-    python benchmarks/bench_fractional_sde.py [--steps 20] [--repeats 5] [--json out.json]
+`--torch-device cuda` (on a machine with an NVIDIA GPU, a CUDA build of torch and of jaxlib) compares gvlab on JAX's
+default device, the GPU, with torch on CUDA: the parameters copied from JAX, the noise and the observations live on
+the GPU and every tensor the torch step creates is made there; each timed round of torch steps ends with
+`torch.cuda.synchronize()` (the gvlab rounds with `jax.block_until_ready`), the torch implementation is
+`torch-cuda` and there is no 1-thread variant (threads matter only on the CPU; the JSON keys stay the same, with
+`fastest_torch` = `torch-cuda`). The agreement check runs there too, at full float32 precision on both sides: the
+gvlab steps it runs are compiled under `jax.default_matmul_precision("highest")` and torch's `allow_tf32` flags are
+off; the timing then uses each side's default precision: JAX's default lets XLA use TF32 for float32 matmuls on
+Ampere and later GPUs, torch by default does not for matmuls (`torch.backends.cuda.matmul.allow_tf32` False).
+The JSON's "machine" records the torch device, the GPU's name and JAX's device kind.
+
+    pip install -e '.[bench]'   # torch; a CPU build is enough (a CUDA build for --torch-device cuda)
+    python benchmarks/bench_fractional_sde.py [--steps 20] [--repeats 5] [--json out.json] [--torch-device cuda]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
@@ -164,10 +176,17 @@ def drawn_noise(prob: Problem, keys) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(increments), np.asarray(eps)
 
 
+def to_numpy(value) -> np.ndarray:
+    """A JAX array, numpy array or torch tensor (on any device) as a numpy array."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
 def flat(tree) -> dict[str, np.ndarray]:
     """{"control/params/dense_0/kernel": array, ..., "hurst_logit": array, "log_scale": array}."""
     leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return {"/".join(str(k.key) for k in path): np.asarray(v) for path, v in leaves}
+    return {"/".join(str(k.key) for k in path): to_numpy(v) for path, v in leaves}
 
 
 # -------------------------------------------------------------------------------------------- PyTorch eager
@@ -185,7 +204,7 @@ def _t_psi(x):
 
 def _t_ez_p_series(a, z, first: int = 0):
     """e^z P(a, z) = sum_n z^(a+n) / Gamma(a+n+1), 32 terms from n = `first` (as `fractional._ez_p_series`)."""
-    n = torch.arange(first, first + 32, dtype=z.dtype)
+    n = torch.arange(first, first + 32, dtype=z.dtype, device=z.device)
     return torch.exp((a + n) * torch.log(z)[:, None] - torch.lgamma(a + n + 1.0)).sum(-1)
 
 
@@ -201,7 +220,7 @@ def _t_type1_b_factor(alpha, x):
     """beta(alpha, x) of the type-I b_k (as `fractional._type1_b_factor`), differentiable in alpha."""
     small = x < 2.0
     xs, xl = torch.where(small, x, 1.0), torch.where(small, 2.0, x)
-    k = torch.arange(3.0, 27.0, 2.0, dtype=x.dtype)
+    k = torch.arange(3.0, 27.0, 2.0, dtype=x.dtype, device=x.device)
     sinh_minus_x = torch.exp(k * torch.log(xs)[:, None] - torch.lgamma(k + 1.0)).sum(-1)
     series = _t_ez_p_series(alpha, xs, first=1) - 2.0 * sinh_minus_x
     direct = 2.0 * xl - torch.exp(alpha * torch.log(xl) - torch.lgamma(alpha + 1.0)) + torch.exp(-xl)
@@ -209,10 +228,13 @@ def _t_type1_b_factor(alpha, x):
 
 
 def torch_coefficients(prob: Problem, p: dict):
-    """(gammas, omegas(H), noise scale), as `fractional_sde.make_model(...).coefficients` for type I."""
+    """(gammas, omegas(H), noise scale), as `fractional_sde.make_model(...).coefficients` for type I; on the device
+    of the parameters."""
+    device = p["hurst_logit"].device
     hurst = torch.sigmoid(p["hurst_logit"])
     alpha = hurst + 0.5
-    gammas = torch.tensor(prob.gamma_max, dtype=torch.float32) ** torch.linspace(-1.0, 1.0, prob.num_terms)
+    gammas = (torch.tensor(prob.gamma_max, dtype=torch.float32, device=device)
+              ** torch.linspace(-1.0, 1.0, prob.num_terms, device=device))
     x = gammas * prob.horizon
     h = _t_psi(x) / gammas
     a_matrix = (h[:, None] + h[None, :]) / (gammas[:, None] + gammas[None, :])
@@ -223,20 +245,21 @@ def torch_coefficients(prob: Problem, p: dict):
 
 
 def torch_loss(prob: Problem, p: dict, increments, eps, obs):
-    """The loss, batched; `increments` [N, B, D] (step-major), `eps` [B, D, K], `obs` [B, M, D]."""
+    """The loss, batched; `increments` [N, B, D] (step-major), `eps` [B, D, K], `obs` [B, M, D]; on their device."""
+    device = eps.device
     gammas, omegas, scale = torch_coefficients(prob, p)
     batch, dim, dt = eps.shape[0], prob.dim, prob.dt
     cov = 1.0 / (gammas[:, None] + gammas[None, :])
-    chol = torch.linalg.cholesky(cov + 1e-6 * torch.eye(prob.num_terms))
+    chol = torch.linalg.cholesky(cov + 1e-6 * torch.eye(prob.num_terms, device=device))
     y = eps @ chol.T  # stationary start of the OU processes, [B, D, K]
-    x = torch.zeros(batch, dim)
+    x = torch.zeros(batch, dim, device=device)
     omega_gamma, noise_scale = omegas * gammas, scale * omegas.sum()
     y_scale = torch.sqrt(2.0 * gammas)  # the control sees Y^k standardised by its stationary std 1/sqrt(2 gamma_k)
-    t = torch.arange(prob.num_steps, dtype=torch.float32) * dt
+    t = torch.arange(prob.num_steps, dtype=torch.float32, device=device) * dt
     time_features = torch.stack([torch.sin(t), torch.cos(t)], -1)  # [N, 2]
     layers = [(p[f"control/params/dense_{i}/kernel"], p[f"control/params/dense_{i}/bias"])
               for i in range(len(prob.hidden) + 1)]
-    kl = torch.zeros(batch)
+    kl = torch.zeros(batch, device=device)
     picked = []
     for n in range(prob.num_steps):
         z = torch.cat([x[:, :, None], y * y_scale], -1).reshape(batch, -1)
@@ -261,17 +284,19 @@ class TorchStep:
     """Loss and gradients w.r.t. all parameters in PyTorch eager, from copies of the JAX parameters and noise.
 
     `threads`: `torch.set_num_threads` for this step (set on each call if another step changed it; the call is
-    microseconds against a step of tens of milliseconds).
+    microseconds against a step of tens of milliseconds). `device`: where the parameters, the noise and the
+    observations live, and so where the step runs (it returns tensors there; CUDA work is asynchronous).
     """
 
-    def __init__(self, prob: Problem, params, keys, obs, threads: int | None = None):
-        self.prob, self.threads = prob, threads
-        self.params = {name: torch.tensor(v, dtype=torch.float32, requires_grad=True)
+    def __init__(self, prob: Problem, params, keys, obs, threads: int | None = None,
+                 device: torch.device | str = "cpu"):
+        self.prob, self.threads, self.device = prob, threads, torch.device(device)
+        self.params = {name: torch.tensor(v, dtype=torch.float32, device=self.device, requires_grad=True)
                        for name, v in flat(params).items()}
         increments, eps = drawn_noise(prob, keys)
-        self.increments = torch.from_numpy(np.ascontiguousarray(increments.transpose(1, 0, 2)))
-        self.eps = torch.from_numpy(np.array(eps))
-        self.obs = torch.from_numpy(np.array(obs))
+        self.increments = torch.from_numpy(np.ascontiguousarray(increments.transpose(1, 0, 2))).to(self.device)
+        self.eps = torch.from_numpy(np.array(eps)).to(self.device)
+        self.obs = torch.from_numpy(np.array(obs)).to(self.device)
 
     def __call__(self):
         if self.threads is not None and torch.get_num_threads() != self.threads:
@@ -309,7 +334,7 @@ def check_agreement(prob: Problem, steps: dict, verbose: bool = True) -> dict:
     outputs = {}
     for name, step in steps.items():
         loss, grads = step()
-        outputs[name] = (np.asarray(loss), flat(grads))  # flat: the torch dict is already flat, same names
+        outputs[name] = (to_numpy(loss), flat(grads))  # flat: the torch dict is already flat, same names
     names = list(outputs)
     report = {f"{names[0]} vs {b}": agreement(outputs[names[0]], outputs[b]) for b in names[1:]}
     for label, r in report.items():
@@ -329,8 +354,36 @@ def check_agreement(prob: Problem, steps: dict, verbose: bool = True) -> dict:
 # ---------------------------------------------------------------------------------------------------- timing
 
 
+def torch_sync(device: torch.device) -> None:
+    """Wait for the kernels queued on `device` (CUDA runs them asynchronously); nothing to wait for on the CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@contextlib.contextmanager
+def full_float32(device: torch.device):
+    """Both implementations at full float32 precision, for the agreement check: on a GPU JAX's default precision lets
+    XLA use TF32 for float32 matmuls, and torch's `allow_tf32` flags may do so on CUDA. Inside:
+    `jax.default_matmul_precision("highest")` when JAX runs on an accelerator (it applies to programs traced
+    inside), torch's cuBLAS and cuDNN TF32 flags off when torch runs on CUDA; the previous settings (the defaults,
+    used for timing) are restored on exit. Nothing changes when both run on the CPU."""
+    with contextlib.ExitStack() as stack:
+        if jax.default_backend() != "cpu":
+            stack.enter_context(jax.default_matmul_precision("highest"))
+        if device.type == "cuda":
+            flags = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+
+            def restore():
+                torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
+
+            stack.callback(restore)
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+        yield
+
+
 def time_steps(step, steps: int, block) -> tuple[float, float]:
-    """(wall seconds per step, process CPU seconds per wall second) over `steps` back-to-back calls."""
+    """(wall seconds per step, process CPU seconds per wall second) over `steps` back-to-back calls; `block(out)`
+    waits for the last one (and, on one device stream, all before it) before the clock is read."""
     t0, c0 = time.perf_counter(), time.process_time()
     out = None
     for _ in range(steps):
@@ -344,7 +397,7 @@ def cpu_threads() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def machine() -> dict:
+def machine(device: torch.device | str = "cpu") -> dict:
     cpu = platform.processor()
     try:
         with open("/proc/cpuinfo") as f:
@@ -354,42 +407,71 @@ def machine() -> dict:
     return {"cpu": cpu, "cores_usable": cpu_threads(), "python": platform.python_version(), "jax": jax.__version__,
             "jaxlib": jaxlib.__version__,
             "diffrax": diffrax.__version__, "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-            "backend": jax.default_backend(), "platform": platform.platform()}
+            "backend": jax.default_backend(), "platform": platform.platform(), **devices(device)}
 
 
-def main() -> None:
+def devices(device: torch.device | str) -> dict:
+    """The torch device (and its name on CUDA) and the kind of JAX's default device."""
+    device = torch.device(device)
+    info = {"torch_device": str(device)}
+    if device.type == "cuda":
+        info["torch_device_name"] = torch.cuda.get_device_name(device)
+    info["jax_device_kind"] = jax.devices()[0].device_kind
+    return info
+
+
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=20, help="steps per implementation per round")
     parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds")
     parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--torch-device", default="cpu",
+                        help="torch's device: cpu, or cuda on a machine with an NVIDIA GPU (JAX uses its default)")
     parser.add_argument("--json", type=Path)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    device = torch.device(args.torch_device)
+    if device.type not in ("cpu", "cuda"):
+        parser.error(f"--torch-device {device}: cpu or cuda")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--torch-device {device}: torch.cuda.is_available() is False (a CPU build of torch?)")
     prob = Problem(batch=args.batch)
     # XLA's CPU client sizes its intra-op pool to the usable cores; torch gets the same. On a loaded machine
     # torch's OpenMP/BLAS threads wait for each other at every parallel op, so a 1-thread torch is timed too.
     threads = cpu_threads()
     torch.set_num_threads(threads)
-    info = machine()
+    info = machine(device)
     print(" ".join(f"{k} {v}," for k, v in info.items()).rstrip(","), file=sys.stderr)
 
     params, keys, obs = make_inputs(prob)
     diffrax_step, diffrax_compile = jax_step(prob, "diffrax", params, keys, obs)
     scan_step, scan_compile = jax_step(prob, "scan", params, keys, obs)
     t0 = time.perf_counter()
-    torch_step = TorchStep(prob, params, keys, obs, threads)
+    torch_step = TorchStep(prob, params, keys, obs, threads, device)
     torch_step()
+    torch_sync(device)
     torch_first = time.perf_counter() - t0
-    torch_name = f"torch-{threads}thr"
+    torch_name = "torch-cuda" if device.type == "cuda" else f"torch-{threads}thr"
     steps = {"gvlab-diffrax": lambda: diffrax_step(params, keys, obs),
              "gvlab-scan": lambda: scan_step(params, keys, obs),
              torch_name: torch_step}
-    if threads > 1:
+    if threads > 1 and device.type == "cpu":
         steps["torch-1thr"] = TorchStep(prob, params, keys, obs, 1)
-    block = {name: jax.block_until_ready if name.startswith("gvlab") else (lambda _: None) for name in steps}
+    # The clock is read after the work is done: gvlab blocks on its outputs, torch on CUDA synchronises.
+    block = {name: jax.block_until_ready if name.startswith("gvlab") else (lambda _: torch_sync(device))
+             for name in steps}
 
     print(f"\nagreement (D {prob.dim}, K {prob.num_terms}, {prob.num_steps} steps, batch {prob.batch}; "
           f"tolerances: loss {LOSS_RTOL:g}, gradient {GRAD_RTOL:g} relative)")
-    report = check_agreement(prob, {k: v for k, v in steps.items() if k != "torch-1thr"})
+    check_steps = {k: v for k, v in steps.items() if k != "torch-1thr"}
+    with full_float32(device):
+        if jax.default_backend() != "cpu":
+            # The timed programs were compiled at JAX's default precision (TF32 on a GPU): check programs compiled
+            # at "highest" instead (the entries keep their places in the dict).
+            check_diffrax, _ = jax_step(prob, "diffrax", params, keys, obs)
+            check_scan, _ = jax_step(prob, "scan", params, keys, obs)
+            check_steps["gvlab-diffrax"] = lambda: check_diffrax(params, keys, obs)
+            check_steps["gvlab-scan"] = lambda: check_scan(params, keys, obs)
+        report = check_agreement(prob, check_steps)
 
     # One untimed round first (thread pools, caches, allocator), then interleaved rounds with the order rotated, so
     # that drifts in machine load hit every implementation; the minimum over rounds is the least disturbed
@@ -449,6 +531,7 @@ def main() -> None:
     print(f"  {fastest_torch} / gvlab-scan (time per step): {results['torch_over_scan_min']:.2f}x (best)")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
+    return results
 
 
 if __name__ == "__main__":

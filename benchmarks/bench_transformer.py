@@ -23,14 +23,27 @@ Medians over `--repeats` interleaved rounds of `--steps` steps; ratios > 1 mean 
 faster. torch uses `--torch-threads` threads (default 2). On a shared machine the numbers are inflated: the load
 average is printed before and after.
 
-    python benchmarks/bench_transformer.py [--steps 20] [--repeats 3]
+`--torch-device cuda` (on a machine with an NVIDIA GPU, a CUDA build of torch and of jaxlib) compares gvlab on JAX's
+default device, the GPU, with torch on CUDA: the torch model, the parameters copied from JAX, the tokens and the
+Adam state live on the GPU, and the timed torch loop ends with `torch.cuda.synchronize()` (the gvlab loops with
+`jax.block_until_ready`). The agreement check runs there too, at full float32 precision on both sides
+(`jax.default_matmul_precision("highest")`, torch's `allow_tf32` flags off); the timing then uses each side's
+default precision: JAX's default lets XLA use TF32 for float32 matmuls on Ampere and later GPUs, torch by default
+does not for matmuls (`torch.backends.cuda.matmul.allow_tf32` False; cuDNN's flag is on but no convolution runs
+here). `--json` writes the medians, the ratios (`torch_over_gvlab_train_median`,
+`sequential_over_vmapped_median`) and the machine (torch device, GPU name, JAX's device kind).
+
+    python benchmarks/bench_transformer.py [--steps 20] [--repeats 3] [--json out.json] [--torch-device cuda]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import math
 import os
+import platform
 import statistics
 import sys
 import time
@@ -55,8 +68,8 @@ LEARNING_RATES = (1e-3, 1e-2, 3e-2, 1e-1, 3e-1)
 
 def _rope_torch(x: torch.Tensor, base: float = 10_000.0) -> torch.Tensor:  # x: [B, T, H, Dh]
     half, length = x.shape[-1] // 2, x.shape[1]
-    freqs = base ** (-torch.arange(half, dtype=torch.float32) / half)
-    angles = torch.arange(length, dtype=torch.float32)[:, None] * freqs[None, :]
+    freqs = base ** (-torch.arange(half, dtype=torch.float32, device=x.device) / half)
+    angles = torch.arange(length, dtype=torch.float32, device=x.device)[:, None] * freqs[None, :]
     cos, sin = torch.cos(angles)[:, None, :], torch.sin(angles)[:, None, :]
     first, second = x[..., :half], x[..., half:]
     return torch.cat([first * cos - second * sin, first * sin + second * cos], dim=-1)
@@ -105,6 +118,7 @@ class TorchTransformer(torch.nn.Module):
         return self.unembed(self.final_norm(x))
 
     def load(self, params) -> None:
+        """Copies the Flax parameters into the module's parameters (on whatever device the module is)."""
         p = jax.tree.map(lambda a: torch.from_numpy(np.array(a)), params["params"])
         with torch.no_grad():
             self.embed.weight.copy_(p["embed"]["embedding"])
@@ -151,20 +165,72 @@ def torch_step(model, optimizer, tokens, step: int, lr: float, weight_decay: flo
     return loss.item()
 
 
+def torch_sync(device: torch.device) -> None:
+    """Wait for the kernels queued on `device` (CUDA runs them asynchronously); nothing to wait for on the CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@contextlib.contextmanager
+def full_float32(device: torch.device):
+    """Both implementations at full float32 precision, for the agreement check: on a GPU JAX's default precision lets
+    XLA use TF32 for float32 matmuls, and torch's `allow_tf32` flags may do so on CUDA. Inside:
+    `jax.default_matmul_precision("highest")` when JAX runs on an accelerator, torch's cuBLAS and cuDNN TF32 flags
+    off when torch runs on CUDA; the previous settings (the defaults, used for timing) are restored on exit.
+    Nothing changes when both run on the CPU."""
+    with contextlib.ExitStack() as stack:
+        if jax.default_backend() != "cpu":
+            stack.enter_context(jax.default_matmul_precision("highest"))
+        if device.type == "cuda":
+            flags = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+
+            def restore():
+                torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
+
+            stack.callback(restore)
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+        yield
+
+
+def machine(torch_threads: int, device: torch.device) -> dict:
+    """Versions, threads and devices (for `--json`)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    info = {"cores_usable": cores, "python": platform.python_version(), "jax": jax.__version__,
+            "torch": torch.__version__, "torch_threads": torch_threads, "backend": jax.default_backend(),
+            "platform": platform.platform(), "torch_device": str(device)}
+    if device.type == "cuda":
+        info["torch_device_name"] = torch.cuda.get_device_name(device)
+    info["jax_device_kind"] = jax.devices()[0].device_kind
+    return info
+
+
 def _median_time(fn, steps: int) -> float:
     t0 = time.perf_counter()
     fn(steps)
     return (time.perf_counter() - t0) / steps
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--torch-threads", type=int, default=2)
-    args = parser.parse_args()
+    parser.add_argument("--torch-device", default="cpu",
+                        help="torch's device: cpu, or cuda on a machine with an NVIDIA GPU (JAX uses its default)")
+    parser.add_argument("--json", type=Path, help="write the timings and ratios here")
+    args = parser.parse_args(argv)
+    device = torch.device(args.torch_device)
+    if device.type not in ("cpu", "cuda"):
+        parser.error(f"--torch-device {device}: cpu or cuda")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--torch-device {device}: torch.cuda.is_available() is False (a CPU build of torch?)")
     torch.set_num_threads(args.torch_threads)
-    print(f"jax {jax.__version__}, torch {torch.__version__}, load average {os.getloadavg()}")
+    load_before = os.getloadavg()
+    print(f"jax {jax.__version__}, torch {torch.__version__}, load average {load_before}")
+    info = machine(args.torch_threads, device)
+    if device.type == "cuda":
+        print(f"torch on {device} ({info['torch_device_name']}), JAX on {jax.devices()[0]} "
+              f"({info['jax_device_kind']})")
 
     rng = np.random.default_rng(0)
     tokens = rng.integers(0, 256, (BATCH, LENGTH + 1)).astype(np.int32)
@@ -174,18 +240,20 @@ def main() -> None:
     step_fn = make_train_step(method, tx)
     state = init_state(method, tx, jax.random.key(0), batch)
 
-    # Correctness: same loss and gradients on the same parameters and tokens.
-    model = TorchTransformer(CONFIG)
+    # Correctness: same loss and gradients on the same parameters and tokens (full float32 on a GPU).
+    model = TorchTransformer(CONFIG).to(device)
     model.load(state.params)
-    torch_tokens = torch.from_numpy(tokens).long()
-    loss_t = torch_loss(model, torch_tokens)
-    loss_t.backward()
-    (loss_j, _), grads = jax.value_and_grad(method.loss, has_aux=True)(state.params, batch, None, 0)
-    np.testing.assert_allclose(loss_t.item(), float(loss_j), rtol=1e-4)
-    np.testing.assert_allclose(model.unembed.weight.grad.numpy().T, grads["params"]["unembed"]["kernel"],
-                               rtol=1e-3, atol=1e-6)
-    np.testing.assert_allclose(model.blocks[0]["query"].weight.grad.numpy().T,
-                               grads["params"]["block_0"]["attention"]["query"]["kernel"], rtol=1e-3, atol=1e-6)
+    torch_tokens = torch.from_numpy(tokens).long().to(device)
+    with full_float32(device):
+        loss_t = torch_loss(model, torch_tokens)
+        loss_t.backward()
+        (loss_j, _), grads = jax.value_and_grad(method.loss, has_aux=True)(state.params, batch, None, 0)
+        np.testing.assert_allclose(loss_t.item(), float(loss_j), rtol=1e-4)
+        np.testing.assert_allclose(model.unembed.weight.grad.cpu().numpy().T, grads["params"]["unembed"]["kernel"],
+                                   rtol=1e-3, atol=1e-6)
+        np.testing.assert_allclose(model.blocks[0]["query"].weight.grad.cpu().numpy().T,
+                                   grads["params"]["block_0"]["attention"]["query"]["kernel"], rtol=1e-3,
+                                   atol=1e-6)
     print(f"agreement: loss {loss_t.item():.6f} (torch) vs {float(loss_j):.6f} (gvlab); gradients match")
 
     key = jax.random.key(1)
@@ -196,6 +264,7 @@ def main() -> None:
     compile_s = time.perf_counter() - t0
     optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATES[2], betas=(0.9, 0.95), eps=1e-8)
     torch_step(model, optimizer, torch_tokens, 0, LEARNING_RATES[2])  # warm-up
+    torch_sync(device)
 
     # (b) the sweep: members differ only in opt_state.hyperparams["learning_rate"].
     lrs = jnp.asarray(LEARNING_RATES, jnp.float32)
@@ -214,6 +283,7 @@ def main() -> None:
     def run_torch(n):
         for i in range(n):
             torch_step(model, optimizer, torch_tokens, i, LEARNING_RATES[2])
+        torch_sync(device)  # the clock is read after the queued CUDA kernels finish (nothing on the CPU)
 
     def run_vmapped(n):
         nonlocal members
@@ -236,13 +306,29 @@ def main() -> None:
         times["sequential"].append(_median_time(run_sequential, args.steps))
     med = {k: statistics.median(v) for k, v in times.items()}
     tokens_per_step = BATCH * LENGTH
+    torch_label = "torch eager" if device.type == "cpu" else f"torch eager ({device})"
     print(f"compile (gvlab step): {compile_s:.2f} s")
     print(f"(a) train step: gvlab {tokens_per_step / med['gvlab']:,.0f} tokens/s ({1e3 * med['gvlab']:.2f} ms), "
-          f"torch eager {tokens_per_step / med['torch']:,.0f} tokens/s ({1e3 * med['torch']:.2f} ms); "
+          f"{torch_label} {tokens_per_step / med['torch']:,.0f} tokens/s ({1e3 * med['torch']:.2f} ms); "
           f"ratio torch/gvlab time {med['torch'] / med['gvlab']:.2f}")
     print(f"(b) sweep of {len(LEARNING_RATES)} LRs per step: vmapped {1e3 * med['vmapped']:.2f} ms, sequential "
           f"{1e3 * med['sequential']:.2f} ms; ratio sequential/vmapped {med['sequential'] / med['vmapped']:.2f}")
-    print(f"load average after: {os.getloadavg()}")
+    load_after = os.getloadavg()
+    print(f"load average after: {load_after}")
+    torch_name = "torch-cuda" if device.type == "cuda" else f"torch-{args.torch_threads}thr"
+    results = {
+        "machine": info, "loadavg_before": load_before, "loadavg_after": load_after,
+        "steps": args.steps, "repeats": args.repeats, "batch": BATCH, "length": LENGTH,
+        "agreement": {"loss": [float(loss_j), loss_t.item()]}, "compile_s": compile_s,
+        "torch_name": torch_name, "s_per_step": times, "median_s_per_step": med,
+        "tokens_per_s_median": {"gvlab": tokens_per_step / med["gvlab"], torch_name: tokens_per_step / med["torch"]},
+        # The headlines: (a) torch time / gvlab time per train step, (b) 5 sequential runs / the vmapped sweep.
+        "torch_over_gvlab_train_median": med["torch"] / med["gvlab"],
+        "sequential_over_vmapped_median": med["sequential"] / med["vmapped"],
+    }
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return results
 
 
 if __name__ == "__main__":

@@ -30,13 +30,25 @@ other at every parallel op and the 2-thread step can be ten times slower than us
 beside it), which the 1-thread column and the load average printed before and after make visible. XLA's CPU client
 uses the usable cores (in practice these convolutions keep about one core busy: see the "cpu use" row).
 
-    pip install -e '.[bench]'   # torch; a CPU build is enough
-    python benchmarks/bench_unet.py [--quick] [--steps 10] [--repeats 5] [--json out.json]
+`--torch-device cuda` (on a machine with an NVIDIA GPU, a CUDA build of torch and of jaxlib) compares gvlab on JAX's
+default device, the GPU, with torch on CUDA: the torch network, the parameters copied from JAX, the inputs, the Adam
+state and the random draws (`torch.Generator` on the device) live on the GPU; every timed torch call ends with
+`torch.cuda.synchronize()` (the gvlab calls with `block_until_ready`), and the torch column is `torch-cuda`, with
+no 1-thread column (threads matter only on the CPU). The agreement check runs there too, at full float32 precision
+on both sides (`jax.default_matmul_precision("highest")`, torch's `allow_tf32` flags off); the timing then uses
+each side's default precision: JAX's default lets XLA use TF32 for float32 convolutions and matmuls on Ampere and
+later GPUs, torch by default uses TF32 for cuDNN convolutions (`torch.backends.cudnn.allow_tf32`) but not for
+matmuls (`torch.backends.cuda.matmul.allow_tf32`). The JSON's "machine" records the torch device, the GPU's name
+and JAX's device kind; the headline keys are the same on every device.
+
+    pip install -e '.[bench]'   # torch; a CPU build is enough (a CUDA build for --torch-device cuda)
+    python benchmarks/bench_unet.py [--quick] [--steps 10] [--repeats 5] [--json out.json] [--torch-device cuda]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
@@ -229,7 +241,7 @@ class TorchUNet(torch.nn.Module):
         angles = t[:, None] * self.frequencies[None, :]
         emb = self.time_1(F.silu(self.time_0(torch.cat([torch.sin(angles), torch.cos(angles)], -1))))
         if self.num_classes:
-            c = torch.full(x.shape[:1], self.num_classes, dtype=torch.long) if c is None else c
+            c = torch.full(x.shape[:1], self.num_classes, dtype=torch.long, device=x.device) if c is None else c
             emb = emb + self.class_embedding(c)
         h = self.stem(x)
         skips = []
@@ -261,9 +273,10 @@ def torch_state_dict(params) -> dict[str, torch.Tensor]:
     return state
 
 
-def torch_model(prob: Problem, params) -> TorchUNet:
-    """The torch network holding a copy of the JAX parameters (`load_state_dict(strict=True)`: same layers)."""
-    model = TorchUNet(prob.image_channels, prob.channels, prob.num_classes)
+def torch_model(prob: Problem, params, device: torch.device | str = "cpu") -> TorchUNet:
+    """The torch network on `device`, holding a copy of the JAX parameters (`load_state_dict(strict=True)`: same
+    layers)."""
+    model = TorchUNet(prob.image_channels, prob.channels, prob.num_classes).to(device)
     model.load_state_dict(torch_state_dict(params), strict=True)
     return model
 
@@ -281,6 +294,47 @@ def torch_alpha_sigma(t):
     return alpha, torch.sqrt(-torch.expm1(2 * torch.log(alpha)))
 
 
+def torch_sync(device: torch.device) -> None:
+    """Wait for the kernels queued on `device` (CUDA runs them asynchronously); nothing to wait for on the CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def synced(call, device: torch.device):
+    """`call` followed by `torch_sync(device)` on CUDA, so that the clock is read after the work is done (the gvlab
+    calls block with `block_until_ready`); `call` itself on the CPU."""
+    if device.type != "cuda":
+        return call
+
+    def run():
+        out = call()
+        torch_sync(device)
+        return out
+
+    return run
+
+
+@contextlib.contextmanager
+def full_float32(device: torch.device):
+    """Both implementations at full float32 precision, for the agreement check: on a GPU JAX's default precision lets
+    XLA use TF32 for float32 convolutions and matmuls, and torch's `allow_tf32` flags may do so on CUDA. Inside:
+    `jax.default_matmul_precision("highest")` when JAX runs on an accelerator, torch's cuBLAS and cuDNN TF32 flags
+    off when torch runs on CUDA; the previous settings (the defaults, used for timing) are restored on exit.
+    Nothing changes when both run on the CPU."""
+    with contextlib.ExitStack() as stack:
+        if jax.default_backend() != "cpu":
+            stack.enter_context(jax.default_matmul_precision("highest"))
+        if device.type == "cuda":
+            flags = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+
+            def restore():
+                torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
+
+            stack.callback(restore)
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+        yield
+
+
 def _set_threads(threads: int | None) -> None:
     """`torch.set_num_threads` when another implementation changed it (microseconds, against steps of 0.1 s)."""
     if threads is not None and torch.get_num_threads() != threads:
@@ -290,17 +344,19 @@ def _set_threads(threads: int | None) -> None:
 class TorchTrainStep:
     """One step: draw t and eps, loss, backward, Adam update (default implementation of `torch.optim.Adam`)."""
 
-    def __init__(self, prob: Problem, params, x0_nhwc, threads: int | None = None):
-        self.threads = threads
-        self.model = torch_model(prob, params)
+    def __init__(self, prob: Problem, params, x0_nhwc, threads: int | None = None,
+                 device: torch.device | str = "cpu"):
+        self.threads, self.device = threads, torch.device(device)
+        self.model = torch_model(prob, params, self.device)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=prob.lr, betas=(0.9, 0.999), eps=1e-8)
-        self.x0 = torch.from_numpy(np.array(np.asarray(x0_nhwc).transpose(0, 3, 1, 2)))  # writable, contiguous
-        self.generator = torch.Generator().manual_seed(prob.seed)
+        x0 = torch.from_numpy(np.array(np.asarray(x0_nhwc).transpose(0, 3, 1, 2)))  # writable, contiguous
+        self.x0 = x0.to(self.device)
+        self.generator = torch.Generator(device=self.device).manual_seed(prob.seed)
 
     def __call__(self):
         _set_threads(self.threads)
-        t = torch.rand(self.x0.shape[0], generator=self.generator)
-        eps = torch.randn(self.x0.shape, generator=self.generator)
+        t = torch.rand(self.x0.shape[0], generator=self.generator, device=self.device)
+        eps = torch.randn(self.x0.shape, generator=self.generator, device=self.device)
         loss = torch_loss(self.model, torch_alpha_sigma, self.x0, t, eps)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -311,24 +367,26 @@ class TorchTrainStep:
 class TorchSampler:
     """The Euler PF-ODE sampler, a Python loop under `torch.no_grad()`."""
 
-    def __init__(self, prob: Problem, params, threads: int | None = None):
-        self.prob, self.model, self.threads = prob, torch_model(prob, params), threads
+    def __init__(self, prob: Problem, params, threads: int | None = None, device: torch.device | str = "cpu"):
+        self.device = torch.device(device)
+        self.prob, self.model, self.threads = prob, torch_model(prob, params, self.device), threads
         self.grid = [tuple(float(v) for v in row) for row in zip(*(sampler_grid(prob)[k] for k in
                                                                  ("t", "dt", "f", "g2_over_2sigma")))]
-        self.generator = torch.Generator().manual_seed(prob.seed)
+        self.generator = torch.Generator(device=self.device).manual_seed(prob.seed)
 
     @torch.no_grad()
     def sample_from(self, x):
         batch = x.shape[0]
         for t, dt, f, g2_over_2sigma in self.grid:
-            eps_hat = self.model(x, torch.full((batch,), t))
+            eps_hat = self.model(x, torch.full((batch,), t, device=x.device))
             x = x + dt * (f * x + g2_over_2sigma * eps_hat)
         return x
 
     def __call__(self):
         _set_threads(self.threads)
         p = self.prob
-        x = torch.randn((p.sampler_batch, p.image_channels, p.image_size, p.image_size), generator=self.generator)
+        x = torch.randn((p.sampler_batch, p.image_channels, p.image_size, p.image_size), generator=self.generator,
+                        device=self.device)
         return self.sample_from(x)
 
 
@@ -340,34 +398,44 @@ def _rel(a, b) -> float:
     return float(np.max(np.abs(a - b)) / max(np.max(np.abs(a)), 1e-30))
 
 
-def check_agreement(prob: Problem, params, verbose: bool = True) -> dict:
-    """Outputs, loss, gradients and a sampler run of both implementations on identical inputs; raises on mismatch."""
+def check_agreement(prob: Problem, params, verbose: bool = True, device: torch.device | str = "cpu") -> dict:
+    """Outputs, loss, gradients and a sampler run of both implementations on identical inputs; raises on mismatch.
+
+    torch runs on `device`; both sides compute at full float32 precision (`full_float32`)."""
+    device = torch.device(device)
+    with full_float32(device):
+        return _check_agreement(prob, params, verbose, device)
+
+
+def _check_agreement(prob: Problem, params, verbose: bool, device: torch.device) -> dict:
     rng = np.random.default_rng(prob.seed + 1)
     batch = 4
     x0 = rng.standard_normal((batch, *prob.image_shape)).astype(np.float32)
     eps = rng.standard_normal((batch, *prob.image_shape)).astype(np.float32)
     t = np.array([0.05, 0.3, 0.6, 0.95], np.float32)
-    nchw = lambda a: torch.from_numpy(np.array(a.transpose(0, 3, 1, 2)))  # noqa: E731
+    nchw = lambda a: torch.from_numpy(np.array(a.transpose(0, 3, 1, 2))).to(device)  # noqa: E731
+    t_torch = torch.from_numpy(t).to(device)
     model = UNet(prob.channels, prob.num_classes)
-    tmodel = torch_model(prob, params)
+    tmodel = torch_model(prob, params, device)
 
     out_jax = jax.jit(model.apply)(params, jnp.asarray(x0), jnp.asarray(t))
     with torch.no_grad():
-        out_torch = tmodel(nchw(x0), torch.from_numpy(t)).numpy().transpose(0, 2, 3, 1)
+        out_torch = tmodel(nchw(x0), t_torch).cpu().numpy().transpose(0, 2, 3, 1)
 
     loss_jax, grads_jax = jax.jit(jax.value_and_grad(jax_loss(prob)))(params, jnp.asarray(x0), jnp.asarray(t),
                                                                       jnp.asarray(eps))
-    loss_torch = torch_loss(tmodel, torch_alpha_sigma, nchw(x0), torch.from_numpy(t), nchw(eps))
+    loss_torch = torch_loss(tmodel, torch_alpha_sigma, nchw(x0), t_torch, nchw(eps))
     loss_torch.backward()
-    loss_torch = loss_torch.detach()
-    grads_torch = {name: p.grad.numpy() for name, p in tmodel.named_parameters()}
+    loss_torch = loss_torch.detach().cpu()
+    grads_torch = {name: p.grad.cpu().numpy() for name, p in tmodel.named_parameters()}
     grad_rel = {}
     for name, g in torch_state_dict({"params": grads_jax["params"]}).items():
         grad_rel[name] = _rel(g.numpy(), grads_torch[name])
 
     x1 = rng.standard_normal((batch, *prob.image_shape)).astype(np.float32)
     samples_jax = jax.jit(jax_sample_from(prob))(params, jnp.asarray(x1))
-    samples_torch = TorchSampler(prob, params).sample_from(nchw(x1)).numpy().transpose(0, 2, 3, 1)
+    samples_torch = TorchSampler(prob, params, device=device).sample_from(nchw(x1))
+    samples_torch = samples_torch.cpu().numpy().transpose(0, 2, 3, 1)
 
     report = {"output_rel": _rel(out_jax, out_torch),
               "loss": [float(loss_jax), float(loss_torch)],
@@ -407,7 +475,7 @@ def cpu_threads() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def machine(torch_threads: int) -> dict:
+def machine(torch_threads: int, device: torch.device | str = "cpu") -> dict:
     cpu = platform.processor()
     try:
         with open("/proc/cpuinfo") as f:
@@ -416,7 +484,17 @@ def machine(torch_threads: int) -> dict:
         pass
     return {"cpu": cpu, "cores_usable": cpu_threads(), "python": platform.python_version(), "jax": jax.__version__,
             "jaxlib": jaxlib.__version__, "torch": torch.__version__, "torch_threads": torch_threads,
-            "backend": jax.default_backend(), "platform": platform.platform()}
+            "backend": jax.default_backend(), "platform": platform.platform(), **devices(device)}
+
+
+def devices(device: torch.device | str) -> dict:
+    """The torch device (and its name on CUDA) and the kind of JAX's default device."""
+    device = torch.device(device)
+    info = {"torch_device": str(device)}
+    if device.type == "cuda":
+        info["torch_device_name"] = torch.cuda.get_device_name(device)
+    info["jax_device_kind"] = jax.devices()[0].device_kind
+    return info
 
 
 def parameter_counts(prob: Problem, params) -> tuple[int, int]:
@@ -433,8 +511,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--sampler-calls", type=int, default=2, help="sampler calls per implementation per round")
     parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds")
     parser.add_argument("--torch-threads", type=int, default=2)
+    parser.add_argument("--torch-device", default="cpu",
+                        help="torch's device: cpu, or cuda on a machine with an NVIDIA GPU (JAX uses its default)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
+    args.torch_device = torch.device(args.torch_device)
+    if args.torch_device.type not in ("cpu", "cuda"):
+        parser.error(f"--torch-device {args.torch_device}: cpu or cuda")
+    if args.torch_device.type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--torch-device {args.torch_device}: torch.cuda.is_available() is False (a CPU build of torch?)")
     if args.quick:
         prob = Problem(train_batch=8, sampler_steps=4, sampler_batch=8)
         args.steps, args.sampler_calls, args.repeats = 2, 1, 2
@@ -449,7 +534,8 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def _run(prob: Problem, args) -> dict:
-    info = machine(args.torch_threads)
+    device = args.torch_device
+    info = machine(args.torch_threads, device)
     print(" ".join(f"{k} {v}," for k, v in info.items()).rstrip(","), file=sys.stderr)
     params = jax_params(prob)
     n_jax, n_torch = parameter_counts(prob, params)
@@ -460,7 +546,7 @@ def _run(prob: Problem, args) -> dict:
 
     print("\nagreement (identical parameters and inputs; tolerances: output "
           f"{OUTPUT_RTOL:g}, loss {LOSS_RTOL:g}, gradient {GRAD_RTOL:g}, samples {SAMPLE_RTOL:g}, relative)")
-    report = check_agreement(prob, params)
+    report = check_agreement(prob, params, device=device)
 
     x0 = jnp.asarray(np.random.default_rng(prob.seed).standard_normal((prob.train_batch, *prob.image_shape)),
                      jnp.float32)
@@ -478,20 +564,21 @@ def _run(prob: Problem, args) -> dict:
         return sample_compiled(params, jax.random.fold_in(sample_key, jax_state["calls"]))
 
     t0 = time.perf_counter()
-    torch_train = TorchTrainStep(prob, params, x0, args.torch_threads)
+    torch_train = synced(TorchTrainStep(prob, params, x0, args.torch_threads, device), device)
     torch_train()
     torch_train_first = time.perf_counter() - t0
     t0 = time.perf_counter()
-    torch_sample = TorchSampler(prob, params, args.torch_threads)
+    torch_sample = synced(TorchSampler(prob, params, args.torch_threads, device), device)
     torch_sample()
     torch_sample_first = time.perf_counter() - t0
 
-    torch_name = f"torch-{args.torch_threads}thr"
+    # On CUDA every torch call ends with torch.cuda.synchronize() (`synced`), as every gvlab call blocks.
+    torch_name = "torch-cuda" if device.type == "cuda" else f"torch-{args.torch_threads}thr"
     calls = {("train", "gvlab"): lambda: jax_train().block_until_ready(),
              ("train", torch_name): torch_train,
              ("sample", "gvlab"): lambda: jax_sample().block_until_ready(),
              ("sample", torch_name): torch_sample}
-    if args.torch_threads > 1:
+    if args.torch_threads > 1 and device.type == "cpu":
         # On a machine shared with other work torch's OpenMP threads wait for each other at every parallel op, and
         # the multi-threaded run can be several times slower than one thread: time one thread too.
         calls[("train", "torch-1thr")] = TorchTrainStep(prob, params, x0, 1)
@@ -550,7 +637,7 @@ def _run(prob: Problem, args) -> dict:
         "cpu_per_wall": {f"{task}/{impl}": v for (task, impl), v in cpu.items()},
         "torch_over_gvlab": {f"{task}/{impl}": {"median": ratio[(task, impl)], "best": ratio_best[(task, impl)]}
                              for task, impl in ratio},
-        # The headline: torch with --torch-threads threads.
+        # The headline: torch with --torch-threads threads (on the CPU) or on CUDA (--torch-device cuda).
         "torch_over_gvlab_train_median": ratio[("train", torch_name)],
         "torch_over_gvlab_sample_median": ratio[("sample", torch_name)],
     }

@@ -8,6 +8,9 @@
     gvlab sweep NAME --list | --index I [--profile P] [--workdir DIR] [--set k=v ...]
     gvlab report [RUNS_DIR] [--format md|html] [--output FILE]
 
+run, resume, reproduce and sweep take `--distributed`: one run over several processes (hosts) that a scheduler
+started, joined through `jax.distributed.initialize()` (`gvlab.distributed`).
+
 Exit codes: 0 when the experiment ran (whatever its claims say; `--strict` makes a failed claim exit 1),
 1 when training failed (non-finite loss) or an experiment crashed, 2 for bad input (unknown name or key, a value
 of the wrong type, a workdir of another experiment, unreadable checkpoints), 130 when interrupted (the state at
@@ -52,6 +55,18 @@ def _compile_cache(args) -> None:
     if args.no_compile_cache or setting == "0":
         return
     compile_cache.enable(setting or None)
+
+
+def _join_processes(args) -> None:
+    """`--distributed`: join the run's other processes before JAX starts; only process 0 prints and writes."""
+    from gvlab import distributed
+
+    if not distributed.requested(getattr(args, "distributed", False)):
+        return
+    distributed.initialize()
+    if not distributed.is_writer():
+        args.quiet = True
+        sys.stdout = open(os.devnull, "w")  # the outcome and tables once, from process 0  # noqa: SIM115
 
 
 def _default_workdir(name: str, profile: str, overrides: dict[str, str]) -> Path:
@@ -268,6 +283,13 @@ def build_parser() -> argparse.ArgumentParser:
                             f"default {profile_default}")
         p.add_argument("--quiet", action="store_true", help="no progress lines")
         p.add_argument("--strict", action="store_true", help="exit 1 when a claim fails")
+        distributed_flag(p)
+
+    def distributed_flag(p):
+        p.add_argument("--distributed", action="store_true",
+                       help="one run over several processes/hosts: call jax.distributed.initialize() first "
+                            "(coordinator from JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID or the "
+                            "cluster: srun, mpirun, TPU pod); process 0 writes the files; also GVLAB_DISTRIBUTED=1")
 
     p = sub.add_parser("list", help="list experiments (from the sources: nothing is imported)")
     p.add_argument("pattern", nargs="?", help="glob, or a substring (e.g. vae)")
@@ -293,6 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only step counts and intervals may change, e.g. --set train.steps=5000")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--strict", action="store_true")
+    distributed_flag(p)
     p.set_defaults(func=cmd_resume)
 
     p = sub.add_parser("reproduce", help="run, check claims, write report.md/report.json and figures")
@@ -345,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.command not in ("list", "show", "report"):  # those compile nothing: keep them free of JAX
+            _join_processes(args)
             _compile_cache(args)
         return args.func(args)
     except NonFiniteError as e:

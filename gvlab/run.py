@@ -34,6 +34,7 @@ import jax
 import numpy as np
 
 from gvlab import config as config_lib
+from gvlab import distributed
 from gvlab import workdir as workdir_lib
 from gvlab.errors import ConfigError, WorkdirError
 from gvlab.evals.core import Cache, Evaluator, evaluate_runs, fingerprint
@@ -174,8 +175,9 @@ class Run:
         path = None
         if self.workdir is not None:
             path = self.workdir / "figures" / f"{name}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fig.savefig(path, dpi=120, bbox_inches="tight")
+            if distributed.is_writer():  # one process of a multi-process run writes the files
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fig.savefig(path, dpi=120, bbox_inches="tight")
             plt.close(fig)
             self.figures[name] = path
         else:
@@ -275,11 +277,17 @@ def prepare_workdir(workdir: Path, name: str, profile: str, cfg: Any) -> None:
 
 
 def _write_json(path: Path, record: Any) -> None:
-    """Atomic write; the temporary name is per process, so sweep runs started together never share one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    tmp.replace(path)
+    """Atomic write; the temporary name is per process, so sweep runs started together never share one.
+
+    In a run over several processes only process 0 writes, and the others wait for the file (`gvlab.distributed`).
+    """
+    def write():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(record, indent=2) + "\n")
+        tmp.replace(path)
+
+    distributed.on_writer(write, f"json:{path.name}")
 
 
 def read_workdir(workdir: Path) -> dict[str, Any]:

@@ -19,6 +19,7 @@ import socket
 import sys
 from pathlib import Path
 
+from gvlab import distributed
 from gvlab.errors import WorkdirError
 
 LOCK_NAME = ".lock"
@@ -57,6 +58,9 @@ def lock(workdir: str | Path, log=None):
         WorkdirBusyError: another live process holds it (the message names it and how to proceed).
     """
     workdir = Path(workdir).absolute()
+    if not distributed.is_writer():  # a multi-process run: process 0 holds the lock for all of them
+        yield
+        return
     if workdir in _HELD:
         _HELD[workdir] += 1
         try:
@@ -127,5 +131,7 @@ def has_progress(workdir: Path) -> bool:
 
 def clear_failed_start(workdir: Path) -> None:
     """Remove what a run that never reached a checkpoint left (its metric rows), so a new config starts clean."""
+    if not distributed.is_writer():
+        return
     for path in list(workdir.glob("metrics.jsonl")) + list(workdir.glob("fits/*/metrics.jsonl")):
         path.unlink()

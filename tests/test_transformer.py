@@ -138,7 +138,7 @@ def test_learning_rate_members_equal_sequential_runs():
     xent = swept.history.column("loss")[1]
     assert xent.shape == (3, 2)
     for run, (member, seed) in enumerate(zip(swept.members, swept.seeds)):
-        single_train = TrainConfig(**{**train.__dict__, "seed": seed, "num_seeds": 1})
+        single_train = TrainConfig(**{**train.__dict__, "seed": seed, "num_seeds": 1, "lr": learning_rates[member]})
         single = fit(_members_spec()._replace(optimizer=independent_adamw(
             learning_rates[member], total_steps=12, warmup_steps=2)), single_train, progress=False)
         for x, y in zip(jax.tree.leaves(swept.params_of(run)), jax.tree.leaves(single.params_of(0)), strict=True):

@@ -24,7 +24,7 @@ floor is the SWD between two independent data sets. Several seeds (noise draws, 
 Command:  gvlab reproduce diffusion/principles --profile quick
 Shows:    the identities and the exact likelihood hold to rounding, Tsit5 reaches the noise floor, and which
           samplers win at a small budget; the trained eps view on VP-cosine and the spread under strong guidance
-          are where the claims fail (measurements and discussion: `diffusion_principles.md`).
+          are where the claims fail (measurements and discussion: `principles.md` beside this file).
 Runtime:  quick about 3 min on 2 quiet CPU cores (about 1 min with a warm compilation cache); full about 3 min.
 """
 

@@ -24,7 +24,7 @@ Expected (full): the H = 0.3 claims hold (H leaves 1/2 only after several hundre
           H ends near 0.7 for *both* datasets: that step's noise moves the decoded ball by about a pixel for small
           H and the pixel likelihood charges it, so an H = 0.7 "pass" there is the bias, not identification (the
           same mechanism and the same remaining H = 0.7 failure as in fbm/hurst). Measured values: report.json;
-          earlier runs (quick and full, both frame steps): fbm_ball_video.md.
+          earlier runs (quick and full, both frame steps): ball_video.md beside this file.
 """
 
 from __future__ import annotations

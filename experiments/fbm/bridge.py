@@ -15,7 +15,7 @@ posterior std is an evaluator through `run.evaluate`.
 Command:  gvlab reproduce fbm/bridge --profile quick   (3 seeds x 800 steps, under 2 min on 2 CPU cores)
 Sweep:    gvlab sweep fbm/bridge --list; gvlab sweep fbm/bridge --index I (one H per task), then reproduce gathers
 Expected: all claims hold, in quick and full (2000 steps, smaller std errors). Measured values: report.json;
-          earlier runs: fbm_bridge.md.
+          earlier runs: bridge.md beside this file.
 """
 
 from __future__ import annotations

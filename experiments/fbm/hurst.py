@@ -14,7 +14,7 @@ Command:  gvlab reproduce fbm/hurst --profile quick   (3 seeds x 800 steps, abou
           3000 steps, about 8 min)
 Expected: the H = 0.3 claims hold (in quick the learned H is still falling at the end), the H = 0.7 ones do not:
           there the learned H hardly leaves 1/2, and the held-out ELBO gain over Brownian motion is zero within
-          seed noise. Measured values: report.json; earlier runs and the ablations below: fbm_hurst.md.
+          seed noise. Measured values: report.json; earlier runs and the ablations below: hurst.md.
 Why H = 0.7 fails: the exact marginal likelihood (`exact_loglik_*`, scale profiled out) prefers the true H for
           both datasets, but on H = 0.7 data the exact observation step leaves a variational gap that is larger at
           the true H than at 1/2, so the ELBO's optimum stays near 1/2; showing the control more upcoming

@@ -6,7 +6,7 @@ Command:  gvlab reproduce inverse/flair --profile quick     (about 5 min on 2 CP
 Shows:    whether FLAIR's hard data consistency (HDC) fits the measurements down to the noise level where flow-DPS and
           FLAIR without HDC do not, whether HDC, calibrated regulariser weights (CRW) and deterministic trajectory
           adjustment (DTA) each help, and whether FLAIR is as faithful as flow-DPS; the claims read the worst task.
-          The measured numbers are in report.json / report.md; `inverse_flair.md` beside this file discusses them.
+          The measured numbers are in report.json / report.md; `flair.md` beside this file discusses them.
 
 Prior: a velocity TimeMLP (64 -> 256 x 3 -> 64, sinusoidal time) trained by flow matching on the rectified-flow path
 x_t = (1 - t) x0 + t eps, on the 1497 training digits in [-1, 1] (Adam 1e-3, batch 128; the priors are the seeds of

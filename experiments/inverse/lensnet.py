@@ -22,7 +22,7 @@ Metrics: mean per-image PSNR and SSIM on the 300 test images (`lensless.make_eva
 Command:  gvlab reproduce inverse/lensnet --profile quick
 Shows:    whether the learned PSF beats tuned Wiener, the plain NAF-UNet and the fixed (mis-calibrated) PSF. At the
           quick budget the networks are under-trained and only the two mismatch claims hold; the full profile
-          decides the claims against Wiener and NAF-UNet. Measurements and discussion: `inverse_lensnet.md`.
+          decides the claims against Wiener and NAF-UNet. Measurements and discussion: `lensnet.md` beside this file.
 Runtime:  quick about 5 min on 2 CPU cores (a quarter of it compiling); full about 12 min; smoke about 1 min.
 """
 
@@ -91,7 +91,7 @@ def make_method(cfg: Config, name: str, fixed_psf: jax.Array | None) -> Method:
     """One network of `NETWORKS` as a method; the loss is MSE + w (1 - SSIM) (`lensless.reconstruction_loss`).
 
     Network i draws its initial parameters from the i-th of `len(NETWORKS)` splits of the init key: the draws it
-    had when the four networks trained in one program, so every seed starts where it did (`inverse_lensnet.md`).
+    had when the four networks trained in one program, so every seed starts where it did (`lensnet.md`).
     """
     network, index = LensNet(cfg.channels, **NETWORKS[name]), list(NETWORKS).index(name)
 

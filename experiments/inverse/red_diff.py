@@ -9,7 +9,7 @@ Shows:    with the exact Gaussian prior N(m, Sigma + 1e-3 I) of the digits (part
           50% random inpainting, SR x2, centre 4 x 4 box (part B, reported); sigma_y = 0.05. DPS's zeta' is chosen
           per task and prior on validation digits. PSNR (range 2) is averaged over digits per solution (`samples`
           per measurement), so a claim reads a mean over `samples` values. A rerun recomputes nothing.
-          Numbers: report.json / report.md; `inverse_red_diff.md` beside this file: the methods' settings, the
+          Numbers: report.json / report.md; `red_diff.md` beside this file: the methods' settings, the
           design and a discussion of the results.
 """
 

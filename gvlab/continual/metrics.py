@@ -36,6 +36,7 @@ def backward_transfer(accuracy: Float[Array, "... T T"]) -> Float[Array, "..."]:
 
 def accuracy_after_each_task(accuracy: Float[Array, "... T T"]) -> Float[Array, "... T"]:
     """Mean accuracy over the tasks seen so far, (1/(i+1)) sum_{j<=i} R[i, j], for each i."""
+    accuracy = jnp.asarray(accuracy)  # numpy float64 in: JAX's float (float32 unless x64 is on), without a warning
     num_tasks = accuracy.shape[-1]
     seen = jnp.broadcast_to(jnp.tril(jnp.ones((num_tasks, num_tasks), accuracy.dtype)), accuracy.shape)
     counts = jnp.arange(1, num_tasks + 1, dtype=accuracy.dtype)

@@ -22,6 +22,8 @@ from typing import Any, Callable, Mapping
 import jax
 import numpy as np
 
+from gvlab import distributed
+
 Evaluator = Callable[[Any, Any, jax.Array], Mapping[str, jax.Array]]
 
 _COMPILED: dict[Any, Callable] = {}
@@ -158,12 +160,15 @@ class Cache:
         if self.held is not None:
             self.held[name] = (key, dict(results))
             return
-        self.directory.mkdir(parents=True, exist_ok=True)
-        flat = _flatten(results)
-        meta = json.dumps({"name": name, "fingerprint": key})
-        tmp = self._path(name).with_suffix(".tmp.npz")
-        np.savez(tmp, __meta__=np.asarray(meta), **flat)
-        tmp.replace(self._path(name))  # atomic: a crash leaves the old file or none, never half of one
+        def write():
+            self.directory.mkdir(parents=True, exist_ok=True)
+            flat = _flatten(results)
+            meta = json.dumps({"name": name, "fingerprint": key})
+            tmp = self._path(name).with_suffix(".tmp.npz")
+            np.savez(tmp, __meta__=np.asarray(meta), **flat)
+            tmp.replace(self._path(name))  # atomic: a crash leaves the old file or none, never half of one
+
+        distributed.on_writer(write, f"eval:{name}")  # process 0 of a multi-process run; the others wait
 
     def get_or_compute(self, name: str, key: str, compute: Callable[[], Mapping[str, Any]]) -> dict[str, Any]:
         """Stored results for (`name`, `key`), or `compute()`, stored before being returned."""

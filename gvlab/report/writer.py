@@ -12,6 +12,7 @@ from typing import Any
 import jax
 
 from gvlab import config as config_lib
+from gvlab import distributed
 from gvlab.report.tables import claim_rows, markdown_table, text_table
 
 
@@ -61,8 +62,9 @@ def write_report(outcome) -> tuple[Path, Path]:
     data = report_dict(outcome)
     json_path = outcome.workdir / "report.json"
     md_path = outcome.workdir / "report.md"
-    json_path.write_text(json.dumps(data, indent=2, allow_nan=True) + "\n")
-    md_path.write_text(markdown_report(data))
+    if distributed.is_writer():  # one process of a multi-process run writes the report
+        json_path.write_text(json.dumps(data, indent=2, allow_nan=True) + "\n")
+        md_path.write_text(markdown_report(data))
     return json_path, md_path
 
 

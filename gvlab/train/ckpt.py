@@ -20,6 +20,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from gvlab import distributed
 from gvlab.errors import CheckpointError
 
 log = logging.getLogger(__name__)
@@ -131,17 +132,34 @@ class Checkpointer:
         reading a run written by another program (a warm start); None when there is none. Nothing is moved."""
         for step in reversed(self.steps()):
             try:
-                out = self._manager.restore(int(step), args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+                return self.restore_raw(step)
             except Exception:  # unreadable: try the next older one
                 continue
-            return out.state
         return None
+
+    def restore_raw(self, step: int) -> Any:
+        """The state saved at `step` as orbax stores it (arrays in nested dicts and lists).
+
+        A checkpoint written by a run over several processes names devices this process does not have; it is
+        then read onto this process's first device, from the shapes and dtypes it records.
+        """
+        try:
+            return self._manager.restore(int(step), args=ocp.args.Composite(state=ocp.args.StandardRestore())).state
+        except ValueError:  # "Topology mismatch": saved over another set of processes or devices
+            tree = ocp.StandardCheckpointer().metadata(self.directory / str(step) / "state").item_metadata
+            here = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+            target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=here), tree)
+            return self._manager.restore(int(step),
+                                         args=ocp.args.Composite(state=ocp.args.StandardRestore(target))).state
 
     def _quarantine(self, step: int) -> Path:
         self.wait()
         target = self.directory.parent / f"{self.directory.name}_unreadable" / f"{step}-{time.strftime('%Y%m%d-%H%M%S')}"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(self.directory / str(step)), target)
+        def move():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(self.directory / str(step)), target)
+
+        distributed.on_writer(move, f"quarantine:{step}")  # one process moves it; all then forget it
         self._manager.reload()  # forget the moved step
         return target
 

@@ -109,8 +109,10 @@ class FitResult:
 
 # At most this many dispatched steps may be unfinished. XLA:CPU (jaxlib 0.10.2) deadlocks when a multi-device step
 # with a collective is queued ~32 deep (its per-device in-flight limit): some devices' launches wait for a free
-# slot while the others sit in the all-reduce, and after 40 s the rendezvous aborts the process. Eight steps in
-# flight keep any device busy; the cap costs nothing measurable (benchmarks/bench_fit.py).
+# slot while the others sit in the all-reduce, and after 40 s the rendezvous aborts the process. The cap applies on
+# every backend, since it is harmless on GPU and TPU: a step's host-side dispatch takes microseconds, so eight
+# queued steps keep an accelerator's stream full (the cap costs nothing measurable on the CPU, benchmarks/bench_fit.py;
+# on a GPU, benchmarks/device_check.sh measures the same fit).
 MAX_STEPS_IN_FLIGHT = 8
 
 

@@ -20,6 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gvlab import distributed
+
 
 def rows_from_metrics(step: int, seeds: Sequence[int], metrics: dict[str, Any], stacked: bool,
                       members: Sequence[int] | None = None) -> list[dict]:
@@ -47,6 +49,8 @@ class MetricsFile:
         self.path = Path(path)
 
     def append(self, rows: Iterable[dict]) -> None:
+        if not distributed.is_writer():  # one process of a multi-process run writes the rows
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a") as f:
             for row in rows:
@@ -70,6 +74,8 @@ class MetricsFile:
         Rewritten through a temporary file and an atomic rename, so a crash here cannot lose the file.
         """
         rows = [r for r in self.read() if r.get("step", 0) <= step]
+        if not distributed.is_writer():
+            return rows
         tmp = self.path.with_suffix(".jsonl.tmp")
         tmp.write_text("".join(json.dumps(r, allow_nan=True) + "\n" for r in rows))
         os.replace(tmp, self.path)

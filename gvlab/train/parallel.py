@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -82,8 +83,23 @@ def check_divisible(batch_size: int, mesh: Mesh) -> None:
 
 
 def put(tree: Any, sharding: NamedSharding) -> Any:
-    """Place every leaf of `tree` with `sharding`."""
-    return jax.tree.map(lambda x: jax.device_put(x, sharding), tree)
+    """Place every leaf of `tree` with `sharding`.
+
+    Over several processes (`jax.distributed`) the sharding spans devices this process cannot address, which
+    `jax.device_put` refuses; every process then holds the same value (same seeds, same data), and the global array
+    is assembled from each process's copy of its own shards.
+    """
+    if sharding.is_fully_addressable:
+        return jax.tree.map(lambda x: jax.device_put(x, sharding), tree)
+    return jax.tree.map(lambda x: _put_global(x, sharding), tree)
+
+
+def _put_global(x: Any, sharding: NamedSharding) -> jax.Array:
+    if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+        data = _put_global(jax.random.key_data(x), sharding)
+        return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
+    host = np.asarray(x)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
 
 def constrain_batch(batch: Any, mesh: Mesh) -> Any:
