@@ -57,6 +57,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from gvlab.train.members import over_runs  # noqa: E402
 from gvlab.nn.transformer import LAYERNORM_EPS, TransformerConfig, make_language_model  # noqa: E402
 from gvlab.train.optimizers import independent_adamw, set_hyperparams  # noqa: E402
 from gvlab.train.step import init_state, make_train_step  # noqa: E402
@@ -273,6 +274,11 @@ def main(argv: list[str] | None = None) -> dict:
     vmapped = jax.jit(jax.vmap(step_fn, in_axes=(0, None, None)), donate_argnums=0)
     members, _ = vmapped(members, batch, key)
     jax.block_until_ready(members)
+    # fit's other mode for members (train.members="sequential"): the same per-run step under lax.map, one program.
+    mapped = jax.jit(over_runs(step_fn, (0, None, None), "sequential"), donate_argnums=0)
+    mapped_members = jax.tree.map(jnp.copy, members)
+    mapped_members, _ = mapped(mapped_members, batch, key)
+    jax.block_until_ready(mapped_members)
 
     def run_jax(n):
         nonlocal state
@@ -291,18 +297,25 @@ def main(argv: list[str] | None = None) -> dict:
             members, _ = vmapped(members, batch, key)
         jax.block_until_ready(members)
 
+    def run_mapped(n):
+        nonlocal mapped_members
+        for _ in range(n):
+            mapped_members, _ = mapped(mapped_members, batch, key)
+        jax.block_until_ready(mapped_members)
+
     def run_sequential(n):
         for i in range(len(singles)):
             for _ in range(n):
                 singles[i], _ = jit_step(singles[i], batch, key)
         jax.block_until_ready(singles)
 
-    times = {name: [] for name in ("gvlab", "torch", "vmapped", "sequential")}
+    times = {name: [] for name in ("gvlab", "torch", "vmapped", "mapped", "sequential")}
     for r in range(args.repeats):
         order = [("gvlab", run_jax), ("torch", run_torch)]
         for name, fn in order if r % 2 == 0 else order[::-1]:
             times[name].append(_median_time(fn, args.steps))
         times["vmapped"].append(_median_time(run_vmapped, args.steps))
+        times["mapped"].append(_median_time(run_mapped, args.steps))
         times["sequential"].append(_median_time(run_sequential, args.steps))
     med = {k: statistics.median(v) for k, v in times.items()}
     tokens_per_step = BATCH * LENGTH
@@ -312,7 +325,9 @@ def main(argv: list[str] | None = None) -> dict:
           f"{torch_label} {tokens_per_step / med['torch']:,.0f} tokens/s ({1e3 * med['torch']:.2f} ms); "
           f"ratio torch/gvlab time {med['torch'] / med['gvlab']:.2f}")
     print(f"(b) sweep of {len(LEARNING_RATES)} LRs per step: vmapped {1e3 * med['vmapped']:.2f} ms, sequential "
-          f"{1e3 * med['sequential']:.2f} ms; ratio sequential/vmapped {med['sequential'] / med['vmapped']:.2f}")
+          f"{1e3 * med['sequential']:.2f} ms; ratio sequential/vmapped {med['sequential'] / med['vmapped']:.2f}; "
+          f"lax.map in one program (train.members='sequential') {1e3 * med['mapped']:.2f} ms, ratio "
+          f"mapped/vmapped time {med['mapped'] / med['vmapped']:.2f}")
     load_after = os.getloadavg()
     print(f"load average after: {load_after}")
     torch_name = "torch-cuda" if device.type == "cuda" else f"torch-{args.torch_threads}thr"
@@ -325,6 +340,7 @@ def main(argv: list[str] | None = None) -> dict:
         # The headlines: (a) torch time / gvlab time per train step, (b) 5 sequential runs / the vmapped sweep.
         "torch_over_gvlab_train_median": med["torch"] / med["gvlab"],
         "sequential_over_vmapped_median": med["sequential"] / med["vmapped"],
+        "mapped_over_vmapped_median": med["mapped"] / med["vmapped"],
     }
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

@@ -72,6 +72,7 @@ import torch.nn.functional as F  # noqa: E402
 from gvlab.diffusion.schedules import Schedule  # noqa: E402
 from gvlab.nn.conv import count_params  # noqa: E402
 from gvlab.nn.unet import UNet, init_unet, norm_groups  # noqa: E402
+from gvlab.train import parallel  # noqa: E402
 
 # Agreement required before timing (float32; relative to the largest magnitude of the compared array).
 OUTPUT_RTOL = 1e-4
@@ -135,8 +136,12 @@ def jax_loss(prob: Problem):
     return loss
 
 
-def jax_train_step(prob: Problem, params, x0):
-    """(compiled step, initial state, compile seconds); state = (params, opt_state, step)."""
+def jax_train_step(prob: Problem, params, x0, mesh=None):
+    """(compiled step, initial state, compile seconds); state = (params, opt_state, step).
+
+    With a `mesh` (several CPU devices, `--cpu-devices`), the batch is split over its devices and the state
+    replicated, as `gvlab.fit` does (`gvlab.train.parallel`); x0 must then be placed with `batch_sharding(mesh)`.
+    """
     loss_fn = jax_loss(prob)
     tx = optax.adam(prob.lr)
 
@@ -145,12 +150,16 @@ def jax_train_step(prob: Problem, params, x0):
         t_key, eps_key = jax.random.split(jax.random.fold_in(key, count))
         t = jax.random.uniform(t_key, x0.shape[:1])
         eps = jax.random.normal(eps_key, x0.shape)
+        if mesh is not None:
+            t, eps = parallel.constrain_batch((t, eps), mesh)
         loss, grads = jax.value_and_grad(loss_fn)(params, x0, t, eps)
         updates, opt_state = tx.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), opt_state, count + 1), loss
 
     params = jax.tree.map(jnp.copy, params)  # the step donates its state: keep the caller's parameters alive
     state = (params, tx.init(params), jnp.zeros((), jnp.int32))
+    if mesh is not None:
+        state = parallel.put(state, parallel.replicated(mesh))
     t0 = time.perf_counter()
     compiled = jax.jit(step, donate_argnums=0).lower(state, x0, jax.random.key(1)).compile()
     return compiled, state, time.perf_counter() - t0
@@ -171,12 +180,14 @@ def jax_sample_from(prob: Problem):
     return sample_from
 
 
-def jax_sampler(prob: Problem, params):
-    """(compiled `(params, key) -> samples`, compile seconds); the initial noise is drawn inside."""
+def jax_sampler(prob: Problem, params, mesh=None):
+    """(compiled `(params, key) -> samples`, compile seconds); the initial noise is drawn inside (split over the
+    devices of `mesh` when given; `params` must then be replicated on it)."""
     sample_from = jax_sample_from(prob)
 
     def sample(params, key):
-        return sample_from(params, jax.random.normal(key, (prob.sampler_batch, *prob.image_shape)))
+        x = jax.random.normal(key, (prob.sampler_batch, *prob.image_shape))
+        return sample_from(params, x if mesh is None else parallel.constrain_batch(x, mesh))
 
     t0 = time.perf_counter()
     compiled = jax.jit(sample).lower(params, jax.random.key(2)).compile()
@@ -511,6 +522,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--sampler-calls", type=int, default=2, help="sampler calls per implementation per round")
     parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds")
     parser.add_argument("--torch-threads", type=int, default=2)
+    parser.add_argument("--cpu-devices", type=int, default=1,
+                        help="also time gvlab with the batch split over this many CPU devices (jax_num_cpu_devices; "
+                             "XLA:CPU before jaxlib 0.11 runs each convolution on one thread)")
     parser.add_argument("--torch-device", default="cpu",
                         help="torch's device: cpu, or cuda on a machine with an NVIDIA GPU (JAX uses its default)")
     parser.add_argument("--json", type=Path)
@@ -525,6 +539,8 @@ def main(argv: list[str] | None = None) -> dict:
         args.steps, args.sampler_calls, args.repeats = 2, 1, 2
     else:
         prob = Problem()
+    if args.cpu_devices > 1:  # before JAX starts its CPU client
+        jax.config.update("jax_num_cpu_devices", args.cpu_devices)
     threads_before = torch.get_num_threads()
     torch.set_num_threads(args.torch_threads)
     try:
@@ -572,6 +588,23 @@ def _run(prob: Problem, args) -> dict:
     torch_sample()
     torch_sample_first = time.perf_counter() - t0
 
+    split = None  # gvlab with the batch split over several CPU devices (--cpu-devices), as `fit` would run it
+    if args.cpu_devices > 1 and jax.default_backend() == "cpu":
+        mesh = parallel.data_mesh(args.cpu_devices)
+        x0_split = jax.device_put(x0, parallel.batch_sharding(mesh))
+        params_split = parallel.put(params, parallel.replicated(mesh))
+        split_train, split_state, _ = jax_train_step(prob, params, x0_split, mesh)
+        split_sample, _ = jax_sampler(prob, params_split, mesh)
+        split = {"state": split_state, "calls": 0, "name": f"gvlab-{args.cpu_devices}dev"}
+
+        def split_train_call():
+            split["state"], loss = split_train(split["state"], x0_split, train_key)
+            return loss.block_until_ready()
+
+        def split_sample_call():
+            split["calls"] += 1
+            return split_sample(params_split, jax.random.fold_in(sample_key, split["calls"])).block_until_ready()
+
     # On CUDA every torch call ends with torch.cuda.synchronize() (`synced`), as every gvlab call blocks.
     torch_name = "torch-cuda" if device.type == "cuda" else f"torch-{args.torch_threads}thr"
     calls = {("train", "gvlab"): lambda: jax_train().block_until_ready(),
@@ -583,6 +616,9 @@ def _run(prob: Problem, args) -> dict:
         # the multi-threaded run can be several times slower than one thread: time one thread too.
         calls[("train", "torch-1thr")] = TorchTrainStep(prob, params, x0, 1)
         calls[("sample", "torch-1thr")] = TorchSampler(prob, params, 1)
+    if split is not None:
+        calls[("train", split["name"])] = split_train_call
+        calls[("sample", split["name"])] = split_sample_call
     impls = list(dict.fromkeys(impl for _, impl in calls))
     per_round = {"train": args.steps, "sample": args.sampler_calls}
     # An untimed warm-up round (thread pools, allocator), then rounds in alternating order so that drifts in the
@@ -641,6 +677,14 @@ def _run(prob: Problem, args) -> dict:
         "torch_over_gvlab_train_median": ratio[("train", torch_name)],
         "torch_over_gvlab_sample_median": ratio[("sample", torch_name)],
     }
+    if split is not None:  # torch time / the split gvlab's time
+        name = split["name"]
+        for task in ("train", "sample"):
+            results[f"torch_over_{name.replace('-', '_')}_{task}_median"] = (median[(task, torch_name)]
+                                                                              / median[(task, name)])
+        key = f"torch_over_{name.replace('-', '_')}"
+        print(f"  {torch_name}/{name}: train {results[key + '_train_median']:.2f}x, "
+              f"sampler {results[key + '_sample_median']:.2f}x")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return results

@@ -57,6 +57,19 @@ def _compile_cache(args) -> None:
     compile_cache.enable(setting or None)
 
 
+def _cpu_devices(args) -> None:
+    """`--cpu-devices N` (or GVLAB_CPU_DEVICES): the CPU shown as N devices, before JAX starts."""
+    count = getattr(args, "cpu_devices", None) or os.environ.get("GVLAB_CPU_DEVICES")
+    if count:
+        from gvlab.errors import ConfigError
+        from gvlab.train import parallel
+
+        try:
+            parallel.use_cpu_devices(int(count))
+        except ValueError:
+            raise ConfigError(f"--cpu-devices / GVLAB_CPU_DEVICES must be an integer, got {count!r}") from None
+
+
 def _join_processes(args) -> None:
     """`--distributed`: join the run's other processes before JAX starts; only process 0 prints and writes."""
     from gvlab import distributed
@@ -286,6 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
         distributed_flag(p)
 
     def distributed_flag(p):
+        p.add_argument("--cpu-devices", type=int, metavar="N",
+                       help="on a CPU, split each batch over N CPU devices (one per core: XLA:CPU before jaxlib 0.11 "
+                            "runs a convolution on one thread); also GVLAB_CPU_DEVICES=N")
         p.add_argument("--distributed", action="store_true",
                        help="one run over several processes/hosts: call jax.distributed.initialize() first "
                             "(coordinator from JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID or the "
@@ -368,6 +384,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.command not in ("list", "show", "report"):  # those compile nothing: keep them free of JAX
+            _cpu_devices(args)
             _join_processes(args)
             _compile_cache(args)
         return args.func(args)
