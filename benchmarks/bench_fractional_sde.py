@@ -55,7 +55,6 @@ The JSON's "machine" records the torch device, the GPU's name and JAX's device k
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import math
@@ -77,6 +76,7 @@ import torch  # noqa: E402
 
 from gvlab.models import fractional_sde  # noqa: E402
 from gvlab.sde.solve import brownian_increments  # noqa: E402
+from benchmarks.torch_device import devices, full_float32, parse_torch_device, torch_sync  # noqa: E402
 
 # Agreement required before timing: float32 with 100 steps of accumulation.
 LOSS_RTOL = 1e-4
@@ -354,31 +354,6 @@ def check_agreement(prob: Problem, steps: dict, verbose: bool = True) -> dict:
 # ---------------------------------------------------------------------------------------------------- timing
 
 
-def torch_sync(device: torch.device) -> None:
-    """Wait for the kernels queued on `device` (CUDA runs them asynchronously); nothing to wait for on the CPU."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-@contextlib.contextmanager
-def full_float32(device: torch.device):
-    """Both implementations at full float32 precision, for the agreement check: on a GPU JAX's default precision lets
-    XLA use TF32 for float32 matmuls, and torch's `allow_tf32` flags may do so on CUDA. Inside:
-    `jax.default_matmul_precision("highest")` when JAX runs on an accelerator (it applies to programs traced
-    inside), torch's cuBLAS and cuDNN TF32 flags off when torch runs on CUDA; the previous settings (the defaults,
-    used for timing) are restored on exit. Nothing changes when both run on the CPU."""
-    with contextlib.ExitStack() as stack:
-        if jax.default_backend() != "cpu":
-            stack.enter_context(jax.default_matmul_precision("highest"))
-        if device.type == "cuda":
-            flags = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-
-            def restore():
-                torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
-
-            stack.callback(restore)
-            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-        yield
 
 
 def time_steps(step, steps: int, block) -> tuple[float, float]:
@@ -410,15 +385,6 @@ def machine(device: torch.device | str = "cpu") -> dict:
             "backend": jax.default_backend(), "platform": platform.platform(), **devices(device)}
 
 
-def devices(device: torch.device | str) -> dict:
-    """The torch device (and its name on CUDA) and the kind of JAX's default device."""
-    device = torch.device(device)
-    info = {"torch_device": str(device)}
-    if device.type == "cuda":
-        info["torch_device_name"] = torch.cuda.get_device_name(device)
-    info["jax_device_kind"] = jax.devices()[0].device_kind
-    return info
-
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -429,11 +395,7 @@ def main(argv: list[str] | None = None) -> dict:
                         help="torch's device: cpu, or cuda on a machine with an NVIDIA GPU (JAX uses its default)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
-    device = torch.device(args.torch_device)
-    if device.type not in ("cpu", "cuda"):
-        parser.error(f"--torch-device {device}: cpu or cuda")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        parser.error(f"--torch-device {device}: torch.cuda.is_available() is False (a CPU build of torch?)")
+    device = parse_torch_device(parser, args.torch_device)
     prob = Problem(batch=args.batch)
     # XLA's CPU client sizes its intra-op pool to the usable cores; torch gets the same. On a loaded machine
     # torch's OpenMP/BLAS threads wait for each other at every parallel op, so a 1-thread torch is timed too.

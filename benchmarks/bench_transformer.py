@@ -39,7 +39,6 @@ here). `--json` writes the medians, the ratios (`torch_over_gvlab_train_median`,
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
@@ -61,6 +60,7 @@ from gvlab.train.members import over_runs  # noqa: E402
 from gvlab.nn.transformer import LAYERNORM_EPS, TransformerConfig, make_language_model  # noqa: E402
 from gvlab.train.optimizers import independent_adamw, set_hyperparams  # noqa: E402
 from gvlab.train.step import init_state, make_train_step  # noqa: E402
+from benchmarks.torch_device import full_float32, parse_torch_device, torch_sync  # noqa: E402
 
 CONFIG = TransformerConfig(width=64, depth=2, num_heads=2, mlp_width=256, qk_layernorm=True)
 BATCH, LENGTH, Z_LOSS, TOTAL_STEPS, WARMUP = 16, 64, 1e-4, 300, 30
@@ -166,31 +166,6 @@ def torch_step(model, optimizer, tokens, step: int, lr: float, weight_decay: flo
     return loss.item()
 
 
-def torch_sync(device: torch.device) -> None:
-    """Wait for the kernels queued on `device` (CUDA runs them asynchronously); nothing to wait for on the CPU."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-@contextlib.contextmanager
-def full_float32(device: torch.device):
-    """Both implementations at full float32 precision, for the agreement check: on a GPU JAX's default precision lets
-    XLA use TF32 for float32 matmuls, and torch's `allow_tf32` flags may do so on CUDA. Inside:
-    `jax.default_matmul_precision("highest")` when JAX runs on an accelerator, torch's cuBLAS and cuDNN TF32 flags
-    off when torch runs on CUDA; the previous settings (the defaults, used for timing) are restored on exit.
-    Nothing changes when both run on the CPU."""
-    with contextlib.ExitStack() as stack:
-        if jax.default_backend() != "cpu":
-            stack.enter_context(jax.default_matmul_precision("highest"))
-        if device.type == "cuda":
-            flags = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-
-            def restore():
-                torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
-
-            stack.callback(restore)
-            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-        yield
 
 
 def machine(torch_threads: int, device: torch.device) -> dict:
@@ -220,11 +195,7 @@ def main(argv: list[str] | None = None) -> dict:
                         help="torch's device: cpu, or cuda on a machine with an NVIDIA GPU (JAX uses its default)")
     parser.add_argument("--json", type=Path, help="write the timings and ratios here")
     args = parser.parse_args(argv)
-    device = torch.device(args.torch_device)
-    if device.type not in ("cpu", "cuda"):
-        parser.error(f"--torch-device {device}: cpu or cuda")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        parser.error(f"--torch-device {device}: torch.cuda.is_available() is False (a CPU build of torch?)")
+    device = parse_torch_device(parser, args.torch_device)
     torch.set_num_threads(args.torch_threads)
     load_before = os.getloadavg()
     print(f"jax {jax.__version__}, torch {torch.__version__}, load average {load_before}")

@@ -48,7 +48,6 @@ and JAX's device kind; the headline keys are the same on every device.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import math
@@ -73,6 +72,7 @@ from gvlab.diffusion.schedules import Schedule  # noqa: E402
 from gvlab.nn.conv import count_params  # noqa: E402
 from gvlab.nn.unet import UNet, init_unet, norm_groups  # noqa: E402
 from gvlab.train import parallel  # noqa: E402
+from benchmarks.torch_device import devices, full_float32, parse_torch_device, torch_sync  # noqa: E402
 
 # Agreement required before timing (float32; relative to the largest magnitude of the compared array).
 OUTPUT_RTOL = 1e-4
@@ -305,11 +305,6 @@ def torch_alpha_sigma(t):
     return alpha, torch.sqrt(-torch.expm1(2 * torch.log(alpha)))
 
 
-def torch_sync(device: torch.device) -> None:
-    """Wait for the kernels queued on `device` (CUDA runs them asynchronously); nothing to wait for on the CPU."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
 
 def synced(call, device: torch.device):
     """`call` followed by `torch_sync(device)` on CUDA, so that the clock is read after the work is done (the gvlab
@@ -324,26 +319,6 @@ def synced(call, device: torch.device):
 
     return run
 
-
-@contextlib.contextmanager
-def full_float32(device: torch.device):
-    """Both implementations at full float32 precision, for the agreement check: on a GPU JAX's default precision lets
-    XLA use TF32 for float32 convolutions and matmuls, and torch's `allow_tf32` flags may do so on CUDA. Inside:
-    `jax.default_matmul_precision("highest")` when JAX runs on an accelerator, torch's cuBLAS and cuDNN TF32 flags
-    off when torch runs on CUDA; the previous settings (the defaults, used for timing) are restored on exit.
-    Nothing changes when both run on the CPU."""
-    with contextlib.ExitStack() as stack:
-        if jax.default_backend() != "cpu":
-            stack.enter_context(jax.default_matmul_precision("highest"))
-        if device.type == "cuda":
-            flags = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-
-            def restore():
-                torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
-
-            stack.callback(restore)
-            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-        yield
 
 
 def _set_threads(threads: int | None) -> None:
@@ -498,15 +473,6 @@ def machine(torch_threads: int, device: torch.device | str = "cpu") -> dict:
             "backend": jax.default_backend(), "platform": platform.platform(), **devices(device)}
 
 
-def devices(device: torch.device | str) -> dict:
-    """The torch device (and its name on CUDA) and the kind of JAX's default device."""
-    device = torch.device(device)
-    info = {"torch_device": str(device)}
-    if device.type == "cuda":
-        info["torch_device_name"] = torch.cuda.get_device_name(device)
-    info["jax_device_kind"] = jax.devices()[0].device_kind
-    return info
-
 
 def parameter_counts(prob: Problem, params) -> tuple[int, int]:
     """(gvlab, torch) parameter counts; the torch network is built fresh (its own initialisation)."""
@@ -529,11 +495,7 @@ def main(argv: list[str] | None = None) -> dict:
                         help="torch's device: cpu, or cuda on a machine with an NVIDIA GPU (JAX uses its default)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
-    args.torch_device = torch.device(args.torch_device)
-    if args.torch_device.type not in ("cpu", "cuda"):
-        parser.error(f"--torch-device {args.torch_device}: cpu or cuda")
-    if args.torch_device.type == "cuda" and not torch.cuda.is_available():
-        parser.error(f"--torch-device {args.torch_device}: torch.cuda.is_available() is False (a CPU build of torch?)")
+    args.torch_device = parse_torch_device(parser, args.torch_device)
     if args.quick:
         prob = Problem(train_batch=8, sampler_steps=4, sampler_batch=8)
         args.steps, args.sampler_calls, args.repeats = 2, 1, 2
