@@ -32,7 +32,7 @@ DEVICE_TESTS = ["tests/test_train.py", "tests/test_sde.py", "tests/test_diffusio
 # cuda on the device machine; GVLAB_DEVICE_CHECK_TORCH=cpu dry-runs the script's mechanics on a machine without one.
 TORCH_DEVICE = os.environ.get("GVLAB_DEVICE_CHECK_TORCH", "cuda")
 BENCHMARKS = {  # name -> (arguments, {headline: key of its JSON}); torch time / gvlab time but for fit
-    "fit": (["--steps", "1000", "--repeats", "3"], {"fit / bare loop": "fit_over_bare_min"}),
+    "fit": (["--steps", "500", "--seed-steps", "200", "--repeats", "2"], {"fit / bare loop": "fit_over_bare_min"}),
     "unet": (["--torch-device", TORCH_DEVICE, "--steps", "10", "--repeats", "3"],
              {"train step": "torch_over_gvlab_train_median", "sampler": "torch_over_gvlab_sample_median"}),
     "transformer": (["--torch-device", TORCH_DEVICE, "--steps", "20", "--repeats", "3"],

@@ -7,6 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 OUT=${1:-device_check}
-"$PY" -m pip install -q --no-deps --no-build-isolation --no-index -e . >/dev/null
+"$PY" -m pip install -q --no-deps --no-build-isolation --no-index -e . >/dev/null \
+  || { echo "could not install gvlab into $PY (it needs setuptools and wheel)"; exit 1; }
 PYTHONUNBUFFERED=1 "$PY" benchmarks/device_check.py "$OUT"
 echo "device check written to $OUT/device_check.json"
