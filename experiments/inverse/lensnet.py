@@ -23,7 +23,8 @@ Command:  gvlab reproduce inverse/lensnet --profile quick
 Shows:    whether the learned PSF beats tuned Wiener, the plain NAF-UNet and the fixed (mis-calibrated) PSF. At the
           quick budget the networks are under-trained and only the two mismatch claims hold; the full profile
           decides the claims against Wiener and NAF-UNet. Measurements and discussion: `lensnet.md` beside this file.
-Runtime:  quick about 5 min on 2 CPU cores (a quarter of it compiling); full about 12 min; smoke about 1 min.
+Runtime:  quick about 5 min on 2 CPU cores (a quarter of it compiling); full about 45 min on 2 quiet cores (4 networks
+          x 2 seeds x 1000 steps at ~1.6 steps/s); smoke about 1 min.
 """
 
 from __future__ import annotations
