@@ -32,8 +32,7 @@ Command:  gvlab reproduce pvrnn/meta_prior --profile quick   (about 1 min on 2 C
 Expected: every claim fails at these training lengths: the prior sigma does not fall monotonically with w (at
           the highest w it rises), P^(B|A) is not closest to 0.3 at the intermediate w, ER's gain over the ER-free
           rollout is bounded by the label oracle, and ER does not beat the VRNN; the prior sigma is still falling
-          at the end of training for every w (figure prior_sigma). Measured: report.json; history: meta_prior.md
-          beside this file.
+          at the end of training for every w (figure prior_sigma). Measured: report.json; history: meta_prior.md.
 """
 
 from __future__ import annotations
