@@ -23,6 +23,7 @@ How to start (no launcher of gvlab's own; the scheduler starts one process per h
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 from gvlab.errors import ConfigError
@@ -74,14 +75,16 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
             from error
 
 
-def process_index() -> int:
-    """This process's rank (0 when not distributed). Imports JAX only if it is already imported."""
-    import sys
-
+def _joined_jax() -> Any:
+    """JAX, if it is imported and this process joined a multi-process run; else None (JAX is not imported here)."""
     jax = sys.modules.get("jax")
-    if jax is None:
-        return 0
-    return jax.process_index() if jax.distributed.is_initialized() else 0
+    return jax if jax is not None and jax.distributed.is_initialized() else None
+
+
+def process_index() -> int:
+    """This process's rank (0 when not distributed)."""
+    jax = _joined_jax()
+    return jax.process_index() if jax is not None else 0
 
 
 def is_writer() -> bool:
@@ -91,12 +94,8 @@ def is_writer() -> bool:
 
 def process_count() -> int:
     """How many processes share the run (1 when not distributed)."""
-    import sys
-
-    jax = sys.modules.get("jax")
-    if jax is None or not jax.distributed.is_initialized():
-        return 1
-    return jax.process_count()
+    jax = _joined_jax()
+    return jax.process_count() if jax is not None else 1
 
 
 def on_writer(write: Any, name: str) -> Any:
