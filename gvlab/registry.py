@@ -50,6 +50,10 @@ class Claim:
             the worst seed is compared).
         paper: the paper's own number for this quantity, when it reports one.
         source: where in the paper the statement is (e.g. "Burda et al. 2016, Table 1").
+        retired: why the claim no longer judges the run (its threshold came from our notes and a measured
+            ceiling or a derivation shows it unreachable or ill-posed here). A retired claim is still measured and
+            reported, with this reason, but does not count towards the run's verdict; its replacement is a new
+            claim fixed before its first run.
     """
 
     statement: str
@@ -59,6 +63,7 @@ class Claim:
     reduce: Literal["mean", "all"] = "mean"
     paper: float | str | None = None
     source: str = ""
+    retired: str = ""
 
     def __post_init__(self):
         if self.op not in _OPS:

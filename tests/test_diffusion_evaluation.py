@@ -21,10 +21,11 @@ NUM, PROJECTIONS = 256, 32
 
 
 def test_steps_fit_the_evaluation_budget():
-    for name in ("euler", "heun", "dpm_solver_2", "ddim"):
+    for name in ("euler", "heun", "dpm_solver_2", "dpm_solver_pp_2s", "ddim"):
         for nfe in (4, 8, 9, 32):
             used = samplers.num_function_evals(name, evaluation.steps_for(name, nfe))
             assert nfe - 2 < used <= nfe, (name, nfe, used)
+    assert evaluation.steps_for("heun", 8) == 4 and evaluation.steps_for("dpm_solver_pp_2s", 1) == 1
 
 
 def test_identities_hold_in_float64_and_float32_shows_rounding(key):
@@ -38,12 +39,20 @@ def test_identities_hold_in_float64_and_float32_shows_rounding(key):
 
 def test_sampler_table_reaches_the_noise_floor_with_enough_steps(key):
     keys = list(jax.random.split(key, 2))
-    out = evaluation.compare_samplers(SPEC, Schedule("vp_linear"), keys, ("euler",), (1, 32), NUM, PROJECTIONS)
+    out = evaluation.compare_samplers(SPEC, Schedule("vp_linear"), keys, {"euler": "uniform"}, (1, 32), NUM,
+                                      PROJECTIONS)
     assert out["floor"].shape == (2,) and out["swd"]["euler"].shape == (2, 2) and out["tsit5"].shape == (2,)
     euler = out["swd"]["euler"]
     assert np.all(euler[:, 1] < 3 * out["floor"]) and np.all(out["tsit5"] < 3 * out["floor"])
     assert np.all(euler[:, 0] > 1.5 * euler[:, 1])  # negative control: one Euler step is far off
     assert np.all(out["tsit5_nfe"] > 32)
+    # Equal mode counts remove most of the floor (the multinomial noise of the counts dominates it).
+    assert np.all(out["floor_equal_counts"] < out["floor"])
+    # Pathwise: against the exact solution from the same noise; 32 Euler steps are ~32x closer than one.
+    path = out["pathwise"]["euler"]
+    assert np.all(path[:, 1] < path[:, 0] / 8) and np.all(path[:, 1] > 0)
+    order = evaluation.convergence_order(path, (1, 32))
+    assert order.shape == (2,) and np.all(order > 0.5)
 
 
 def test_sample_evaluator_scores_each_run_with_its_own_key(key):
@@ -65,16 +74,14 @@ def test_sample_evaluator_scores_each_run_with_its_own_key(key):
 
 def test_guidance_evaluator_samples_the_conditionals(key):
     schedule, classes = Schedule("vp_cosine"), gm.num_classes(SPEC)
-
-    def apply(params, x, t, c):  # the analytic conditional field; the null label gets the unconditional one
-        del params
-        conditional = gm.eps_star(SPEC, schedule, x, t, jnp.minimum(c, classes - 1))
-        return jnp.where((c == classes)[:, None], gm.eps_star(SPEC, schedule, x, t), conditional)
-
-    evaluator = evaluation.make_guidance_evaluator(apply, "eps", schedule, classes, "heun", 32, NUM)
+    apply = evaluation.analytic_conditional(SPEC, schedule, classes)
+    evaluator = evaluation.make_guidance_evaluator(apply, "eps", schedule, classes, "heun", 32, NUM,
+                                                   clip=evaluation.data_range(SPEC))
     runs = {"params": {}, "key": jax.random.split(key, 2)}
     plain = evaluate_runs(evaluator, runs, {"spec": SPEC, "w": jnp.float32(0.0)})
     strong = evaluate_runs(evaluator, runs, {"spec": SPEC, "w": jnp.float32(3.0)})
     assert plain["accuracy"].shape == (2,) and np.all(plain["accuracy"] > 0.95)
     assert np.all(plain["spread"] < 0.5)  # near the modes (std 0.1 in 2-D: mean distance ~0.13)
+    # Exact class samples: two modes 1.53 apart, std 0.1: RMS distance to the class mean sqrt(0.765^2 + 0.02).
+    np.testing.assert_allclose(plain["within_spread"], np.sqrt(0.7654**2 + 0.02), rtol=0.05)
     assert not np.allclose(plain["spread"], strong["spread"])  # the weight reaches the sampler

@@ -122,13 +122,13 @@ def initial_rows(kind, key):
 @jax.jit
 def run_fixed_step(params, x_T, ts_first, ts_second):
     """The deterministic fixed-step samplers (VP linear, a score model), one program: the first-order ones on
-    `ts_first`, Heun and DPM-Solver-2 on `ts_second`."""
+    `ts_first`, Heun and the DPM-Solver-2 forms on `ts_second`."""
     schedule = SCHEDULES["vp_linear"]
     model = gaussian_model(params, schedule)
     first = {name: getattr(samplers, name)(model, schedule, x_T, ts_first)
              for name in ("euler", "ddim", "dpm_solver_1")}
     return {**first, **{name: getattr(samplers, name)(model, schedule, x_T, ts_second)
-                        for name in ("heun", "dpm_solver_2")}}
+                        for name in ("heun", "dpm_solver_2", "dpm_solver_pp_2s")}}
 
 
 @jax.jit
@@ -272,7 +272,8 @@ def test_ode_samplers_reach_the_data_law(key):
     adaptive = run_adaptive("vp_linear", PARAMS, x_T)
     assert not bool(adaptive.failed) and 10 < int(adaptive.nfe) < 400
     assert w2(*exact_law(schedule, adaptive.x), ideal_mean, ideal_cov) < 1e-4
-    tolerances = {"euler": 0.02, "ddim": 0.02, "dpm_solver_1": 0.02, "heun": 0.005, "dpm_solver_2": 0.005}
+    tolerances = {"euler": 0.02, "ddim": 0.02, "dpm_solver_1": 0.02, "heun": 0.005, "dpm_solver_2": 0.005,
+                  "dpm_solver_pp_2s": 0.005}
     outputs = run_fixed_step(PARAMS, x_T, *grids())
     for name, tolerance in tolerances.items():
         assert w2(*exact_law(schedule, outputs[name]), ideal_mean, ideal_cov) < tolerance, name
@@ -302,10 +303,57 @@ def test_second_order_samplers_converge_faster(key):
 
     fine, coarse = errors(N_FIRST, N_SECOND), errors(N_FIRST // 2, N_SECOND // 2)
     ratios = {name: coarse[name] / fine[name] for name in fine}
-    assert ratios["heun"] > 3.0 and ratios["dpm_solver_2"] > 3.0, ratios
+    assert min(ratios[name] for name in ("heun", "dpm_solver_2", "dpm_solver_pp_2s")) > 3.0, ratios
     assert 1.5 < ratios["euler"] < 2.5 and 1.5 < ratios["ddim"] < 2.5, ratios  # negative control: first order
-    # Equal budgets: Euler with 32 steps (32 NFE) against Heun (31) and DPM-Solver-2 (32) with 16.
-    assert coarse["heun"] < coarse["euler"] and coarse["dpm_solver_2"] < coarse["euler"], coarse
+    # Equal budgets: Euler with 32 steps (32 NFE) against the second-order samplers with 16 (32 NFE).
+    assert max(coarse[name] for name in ("heun", "dpm_solver_2", "dpm_solver_pp_2s")) < coarse["euler"], coarse
+
+
+def test_heun_corrects_the_last_step_too():
+    """Two Heun steps by hand: v(x, t) = t x on the grid 1 -> 0.5 -> 0 (a velocity model: no conversion).
+
+    Step 1: x' = x - 0.5 x = 0.5 x, v' = 0.25 x, x_1 = x - 0.25 (x + 0.25 x) = 0.6875 x.
+    Step 2: v = 0.34375 x, x' = 0.515625 x, v' = 0 (t = 0), x_2 = 0.6875 x - 0.25 * 0.34375 x = 0.6015625 x.
+    An Euler last step (the old sampler) would give 0.6875 x - 0.5 * 0.34375 x = 0.515625 x (negative control).
+    """
+    model = samplers.Model(lambda x, t: t[:, None] * x, "velocity")
+    x = np.array([[1.0, -2.0]], np.float32)
+    out = np.asarray(samplers.heun(model, SCHEDULES["vp_linear"], x, np.array([1.0, 0.5, 0.0], np.float32)))
+    np.testing.assert_allclose(out, 0.6015625 * x, rtol=1e-6)
+    assert np.max(np.abs(out - 0.515625 * x)) > 0.08  # not the Euler last step
+    assert samplers.num_function_evals("heun", 2) == 4
+
+
+def test_dpm_solver_pp_is_exact_in_one_step_for_one_data_point():
+    """With all data at one point m, x0_hat = m for every (x, t) and the ODE's solution is x_s = alpha_s m +
+    (sigma_s / sigma_t) (x_t - alpha_t m): DPM-Solver++(2S)'s data-prediction update is exact in one step
+    (its exponential integrator treats the linear part exactly; so is the eps form, eps_hat being constant along
+    this path), where Euler is not (negative control)."""
+    schedule, m = SCHEDULES["vp_cosine"], np.array([1.5, -0.5], np.float32)
+    model = samplers.Model(lambda x, t: jnp.broadcast_to(jnp.asarray(m), x.shape), "x0")
+    x_t = np.array([[0.3, 0.7], [-1.0, 2.0]], np.float32)
+    ts = np.array([0.8, 0.2], np.float32)
+    alpha, sigma = (np.asarray(f(ts)) for f in (schedule.alpha, schedule.sigma))
+    exact = alpha[1] * m + sigma[1] / sigma[0] * (x_t - alpha[0] * m)
+    np.testing.assert_allclose(samplers.dpm_solver_pp_2s(model, schedule, x_t, ts), exact, rtol=1e-5, atol=1e-5)
+    assert np.max(np.abs(np.asarray(samplers.euler(model, schedule, x_t, ts)) - exact)) > 1e-2
+
+
+def test_cosine_schedule_ends_where_dpm_solver_does_and_x0_clipping_bounds_the_prediction():
+    """The cosine schedule's default t_max is DPM-Solver's T = 0.9946 (alpha = 0.0084, log-SNR / 2 = -4.78), not
+    0.999 (alpha = 0.0016); `clip_x0` clips x0 = (x - sigma eps) / alpha to the data range."""
+    schedule = Schedule("vp_cosine")
+    assert schedule.t_max == 0.9946
+    np.testing.assert_allclose(float(schedule.alpha(schedule.t_max)), 0.008416, rtol=1e-3)
+    np.testing.assert_allclose(float(schedule.log_snr(schedule.t_max)) / 2, -4.778, atol=2e-3)
+    assert float(Schedule("vp_cosine", t_max=0.999).alpha(0.999)) < 0.002  # the old end: 5x smaller alpha
+    eps_model = samplers.Model(lambda x, t: x + 0.1, "eps")  # an eps error of 0.1 around the true eps ~ x
+    clipped = samplers.clip_x0(eps_model, schedule, -2.5, 2.5)
+    x, t = np.array([[1.0, -1.0]], np.float32), np.full((1,), schedule.t_max, np.float32)
+    raw = np.asarray(samplers.evaluate(eps_model, "x0", schedule, x, t))
+    assert np.max(np.abs(raw)) > 5.0  # the error magnified by 1 / alpha
+    np.testing.assert_allclose(np.asarray(clipped.predict(x, t)), np.clip(raw, -2.5, 2.5), rtol=1e-6)
+    assert clipped.prediction == "x0"
 
 
 # ----------------------------------------------------------------------------- stochastic samplers
@@ -380,8 +428,8 @@ def test_classifier_free_guidance_with_zero_weight_is_the_conditional_model(key)
 def test_sample_dispatches_counts_evaluations_and_rejects_unknown_names(key):
     schedule = SCHEDULES["vp_linear"]
     model = gaussian_model(PARAMS, schedule)
-    assert [samplers.num_function_evals(n, 8) for n in ("euler", "heun", "ddim", "dpm_solver_2", "ddpm")] == [
-        8, 15, 8, 16, 8]
+    assert [samplers.num_function_evals(n, 8) for n in ("euler", "heun", "ddim", "dpm_solver_2", "dpm_solver_pp_2s",
+                                                        "ddpm")] == [8, 16, 8, 16, 16, 8]
     with pytest.raises(ValueError, match="unknown sampler 'rk4'.*choose from"):
         samplers.sample("rk4", model, schedule, key, (4, 2), 8)
     with pytest.raises(ValueError, match="needs num_steps"):
@@ -430,7 +478,13 @@ def test_log_snr_grid_inverts_lambda():
         grid = np.asarray(samplers.time_grid(schedule, 8, "log_snr"), np.float64)
         assert grid[0] == np.float32(schedule.t_max) and grid[-1] == np.float32(schedule.t_min)
         steps = np.diff(0.5 * log_snr_numpy(kind, grid))
-        np.testing.assert_allclose(steps, steps.mean(), rtol=1e-3, err_msg=kind)  # float32 end points
+        np.testing.assert_allclose(steps, steps.mean(), rtol=1e-3, err_msg=kind)  # float32 end point
+        # EDM's grid: sigma / alpha = e^{-lambda} equally spaced after the power 1 / 7 (Karras et al. 2022, Eq. 5).
+        karras = np.asarray(samplers.time_grid(schedule, 8, "karras"), np.float64)
+        roots = np.exp(-0.5 * log_snr_numpy(kind, karras) / 7.0)
+        np.testing.assert_allclose(np.diff(roots), np.diff(roots).mean(), rtol=2e-3, err_msg=kind)
+        assert not np.allclose(np.diff(np.exp(-0.5 * log_snr_numpy(kind, grid) / 7.0)), np.diff(roots).mean(),
+                               rtol=2e-3)  # negative control: the log-SNR grid is not EDM'ss
         # Negative control: the uniform grid is not uniform in lambda (except for VE, where lambda is linear in t).
         uniform = np.diff(0.5 * log_snr_numpy(kind, np.asarray(samplers.time_grid(schedule, 8), np.float64)))
         assert (np.ptp(uniform) > 0.1 * abs(uniform.mean())) == (kind != "ve"), kind

@@ -66,6 +66,15 @@ def test_claims_read_means_or_worst_seed():
     assert not above.check({"m": [float("nan"), 5.0]})["passed"]
     with pytest.raises(ValueError):
         Claim(statement="s", metric="m", op="=>", threshold=0.0)
+    # A retired claim is still measured, with its reason; the run's verdict ignores it (a live failure counts).
+    from gvlab.run import Outcome
+
+    retired = Claim(statement="s", metric="m", op=">", threshold=9.0, retired="unreachable: ceiling 3").check(
+        {"m": [1.0]})
+    assert not retired["passed"] and retired["retired"] == "unreachable: ceiling 3" and retired["measured"] == 1.0
+    outcome = Outcome("x", "smoke", None, {}, [retired, above.check({"m": [2.0]})], {}, {}, None, 0.0)
+    assert outcome.passed
+    assert not Outcome("x", "smoke", None, {}, [retired, above.check({"m": [0.0]})], {}, {}, None, 0.0).passed
 
 
 def test_workdir_belongs_to_one_experiment_and_config(tmp_path):

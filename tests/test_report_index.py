@@ -82,3 +82,26 @@ def test_html_page_renders_in_a_headless_browser(tmp_path):
                    check=True, capture_output=True, timeout=120)
     data = shot.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000  # a rendered page, not an empty canvas
+
+
+def test_retired_claims_are_shown_but_do_not_judge_and_before_after_lines_up(tmp_path):
+    """A retired claim keeps its measured value and reason in every table but leaves the verdict and the counts;
+    `--compare` puts two results folders side by side, claim by claim (negative control: a live failing claim
+    still counts as failed)."""
+    before, after = tmp_path / "before", tmp_path / "after"
+    _write(before, _report("a/one", "quick", False))
+    retired = _report("a/one", "quick", False)
+    retired["claims"][0]["retired"] = "ill-posed here: a measured ceiling"
+    fresh = dict(retired["claims"][0], metric="m2", statement="new claim", retired="", passed=True)
+    retired["claims"].append(fresh)
+    _write(after, retired)
+    reports = index.collect(after)
+    assert "1/1 (+1 retired) claim checks hold" in index.markdown(reports)
+    assert "retired: ill-posed here" in index.markdown(reports)
+    table = index.comparison(index.collect(before), reports)
+    assert "before 0/1, after 1/1 (+1 retired)" in table
+    row = next(line for line in table.splitlines() if "`m`" in line)
+    assert "FAIL" in row and "RETIRED" in row
+    assert "| - |" in next(line for line in table.splitlines() if "`m2`" in line)  # new: nothing before
+    live = _report("a/one", "quick", False)
+    assert "0/1 claim checks hold" in index.markdown([dict(live, _path=tmp_path)])

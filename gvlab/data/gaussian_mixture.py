@@ -97,6 +97,11 @@ def sample(spec: Mixture, key: PRNGKeyArray, n: int) -> Float[Array, "n d"]:
     return sample_labelled(spec, key, n)[0]
 
 
+def sample_stratified(spec: Mixture, key: PRNGKeyArray, n: int) -> Float[Array, "n d"]:
+    """`n` draws with mode i mod K for draw i: equal counts per mode (for equal weights), no multinomial noise."""
+    return _sample_modes(spec, key, jnp.arange(n) % spec.means.shape[0])
+
+
 def sample_conditional(spec: Mixture, key: PRNGKeyArray, c: Int[Array, " B"]) -> Float[Array, "B d"]:
     """One draw of x0 ~ p_0(x | class c_i) per label: `[B, d]`."""
     mode_key, noise_key = jax.random.split(key)

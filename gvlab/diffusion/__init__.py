@@ -3,8 +3,8 @@
 Modules: `schedules` (VP linear / cosine, VE, rectified flow: alpha_t, sigma_t, derivatives, f, g^2),
 `parameterisation` (eps / x0 / score / velocity conversions, probability-flow velocity), `losses` (eps, denoising
 score matching, flow matching and x0 regression with time weightings; `make_method` with classifier-free-guidance
-label dropout), `samplers` (Euler, Heun, DDIM, DPM-Solver-1/2, DDPM ancestral, reverse-SDE Euler-Maruyama, adaptive
-diffrax Tsit5; guidance), `likelihood` (exact or Hutchinson log-likelihood through the probability-flow ODE),
+label dropout), `samplers` (Euler, Heun, DDIM, DPM-Solver-1/2, DPM-Solver++(2S), DDPM ancestral, reverse-SDE Euler-Maruyama,
+adaptive diffrax Tsit5; guidance, x0 clipping), `likelihood` (exact or Hutchinson log-likelihood through the probability-flow ODE),
 `metrics` (sliced Wasserstein distance), `evaluation` (samplers and trained models against an analytic target).
 
 The public surface, importable from `gvlab.diffusion` itself (loaded on first use, PEP 562, so importing one
@@ -15,7 +15,8 @@ submodule does not import the others or diffrax):
 * losses: `make_method`, `matching_loss`, `eps_matching_loss`, `score_matching_loss`, `flow_matching_loss`,
   `noised`, `regression_target`, `sample_time`, `time_weight`, `drop_labels`, `Weighting`, `WEIGHTINGS`;
 * samplers: `Model`, `Samples`, `sample`, `SAMPLERS`, `time_grid`, `initial_noise`, `num_function_evals`, `euler`,
-  `heun`, `ddim`, `dpm_solver_1`, `dpm_solver_2`, `ddpm`, `euler_maruyama`, `adaptive_ode`, `guided`;
+  `heun`, `ddim`, `dpm_solver_1`, `dpm_solver_2`, `dpm_solver_pp_2s`, `ddpm`, `euler_maruyama`, `adaptive_ode`,
+  `guided`, `clip_x0`;
 * likelihood: `log_likelihood`, `LogLikelihood`, `bits_per_dim`, `gaussian_prior_log_prob`;
 * metrics: `sliced_wasserstein`.
 
@@ -53,10 +54,12 @@ _EXPORTS = {
     "Model": "gvlab.diffusion.samplers",
     "Samples": "gvlab.diffusion.samplers",
     "adaptive_ode": "gvlab.diffusion.samplers",
+    "clip_x0": "gvlab.diffusion.samplers",
     "ddim": "gvlab.diffusion.samplers",
     "ddpm": "gvlab.diffusion.samplers",
     "dpm_solver_1": "gvlab.diffusion.samplers",
     "dpm_solver_2": "gvlab.diffusion.samplers",
+    "dpm_solver_pp_2s": "gvlab.diffusion.samplers",
     "euler": "gvlab.diffusion.samplers",
     "euler_maruyama": "gvlab.diffusion.samplers",
     "guided": "gvlab.diffusion.samplers",
@@ -103,10 +106,12 @@ if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
     from gvlab.diffusion.samplers import Model as Model
     from gvlab.diffusion.samplers import Samples as Samples
     from gvlab.diffusion.samplers import adaptive_ode as adaptive_ode
+    from gvlab.diffusion.samplers import clip_x0 as clip_x0
     from gvlab.diffusion.samplers import ddim as ddim
     from gvlab.diffusion.samplers import ddpm as ddpm
     from gvlab.diffusion.samplers import dpm_solver_1 as dpm_solver_1
     from gvlab.diffusion.samplers import dpm_solver_2 as dpm_solver_2
+    from gvlab.diffusion.samplers import dpm_solver_pp_2s as dpm_solver_pp_2s
     from gvlab.diffusion.samplers import euler as euler
     from gvlab.diffusion.samplers import euler_maruyama as euler_maruyama
     from gvlab.diffusion.samplers import guided as guided

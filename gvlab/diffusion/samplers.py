@@ -12,11 +12,12 @@ With lambda_t = log(alpha_t / sigma_t) and h = lambda_s - lambda_t > 0 for a ste
 
     sampler          update t -> s                                                        NFE (N steps)
     euler            x_s = x_t + (s - t) v(x_t, t)           (probability-flow ODE)       N
-    heun             trapezoid on v, last step Euler (Karras et al. 2022, Alg. 1)         2N - 1
+    heun             trapezoid on v on every step (Karras et al. 2022, Alg. 1; see `heun`)     2N
     ddim             x_s = alpha_s x0_hat + sqrt(sigma_s^2 - c^2) eps_hat + c z,          N
                      c^2 = eta^2 sigma_s^2 (1 - e^{-2h})   (Song et al. 2021a; eta = 0: deterministic)
     dpm_solver_1     x_s = (alpha_s / alpha_t) x_t - sigma_s (e^h - 1) eps_hat            N
     dpm_solver_2     midpoint in lambda (Lu et al. 2022, Alg. 1 with r1 = 1/2)            2N
+    dpm_solver_pp_2s the same midpoint in the data prediction x0_hat (Lu et al. 2022b)    2N
     ddpm             x_s ~ q(x_s | x_t, x0 = x0_hat)   (ancestral; Ho et al. 2020, Kingma et al. 2021)   N
     euler_maruyama   reverse SDE dx = [f x - g^2 score] dt + g dW_bar (Song et al. 2021b, Eq. 6)   N
     adaptive         probability-flow ODE with diffrax Tsit5 + PIDController       6 per attempted step + 1
@@ -32,7 +33,8 @@ Fixed-step samplers are one `lax.scan` each (one compiled program per sampler an
 array argument, so grids of equal length share the program, and a grid that repeats t_max at its start runs fewer
 steps in the same program (a zero-length step is a no-op for every sampler here, though it still evaluates the
 model). Everything is pure: jit, vmap and grad through it.
-Classifier-free guidance (`guided`) turns a conditional model into a `Model` (Ho & Salimans 2022).
+Classifier-free guidance (`guided`) turns a conditional model into a `Model` (Ho & Salimans 2022); `clip_x0` clips
+a model's x0 prediction to the data range (improved DDPM).
 """
 
 from __future__ import annotations
@@ -49,11 +51,14 @@ from jaxtyping import Array, ArrayLike, Bool, Float, Int, PRNGKeyArray
 from gvlab.diffusion.parameterisation import PREDICTIONS, Prediction, convert, per_example
 from gvlab.diffusion.schedules import Schedule
 
-SAMPLERS = ("euler", "heun", "ddim", "dpm_solver_1", "dpm_solver_2", "ddpm", "euler_maruyama", "adaptive")
-SPACINGS = ("uniform", "log_snr")
-Spacing = Literal["uniform", "log_snr"]
-_NFE_PER_STEP = {"euler": 1, "heun": 2, "ddim": 1, "dpm_solver_1": 1, "dpm_solver_2": 2, "ddpm": 1,
-                 "euler_maruyama": 1}
+SAMPLERS = ("euler", "heun", "ddim", "dpm_solver_1", "dpm_solver_2", "dpm_solver_pp_2s", "ddpm", "euler_maruyama",
+            "adaptive")
+SPACINGS = ("uniform", "log_snr", "karras")
+Spacing = Literal["uniform", "log_snr", "karras"]
+KARRAS_RHO = 7.0
+"""The exponent of EDM's grid (Karras et al. 2022, Eq. 5 and Table 1: rho = 7)."""
+_NFE_PER_STEP = {"euler": 1, "heun": 2, "ddim": 1, "dpm_solver_1": 1, "dpm_solver_2": 2, "dpm_solver_pp_2s": 2,
+                 "ddpm": 1, "euler_maruyama": 1}
 
 
 class Model(NamedTuple):
@@ -132,8 +137,10 @@ def _check_finite_lambda(schedule: Schedule, what: str):
 
 def time_grid(schedule: Schedule, num_steps: int, spacing: Spacing = "uniform",
               dtype=jnp.float32) -> Float[Array, " N+1"]:
-    """`num_steps + 1` decreasing times from t_max to t_min, equally spaced in t ("uniform") or in lambda
-    ("log_snr", the spacing Lu et al. 2022 recommend for DPM-Solver). The end points are exact.
+    """`num_steps + 1` decreasing times from t_max to t_min, equally spaced in t ("uniform"), in lambda ("log_snr",
+    the spacing Lu et al. 2022 recommend for DPM-Solver), or EDM's grid ("karras": equally spaced in
+    sigma_hat^(1 / rho), rho = 7, for the noise level sigma_hat = sigma / alpha = e^{-lambda}; Karras et al. 2022,
+    Eq. 5, the grid of their Heun sampler). The end points are exact.
 
     The grid is a constant (computed at trace time, in float64 where it can be), also inside `jit`.
     """
@@ -144,10 +151,15 @@ def time_grid(schedule: Schedule, num_steps: int, spacing: Spacing = "uniform",
     if spacing == "uniform":
         ts = np.linspace(schedule.t_max, schedule.t_min, num_steps + 1)
     else:
-        _check_finite_lambda(schedule, "the log_snr grid")
+        _check_finite_lambda(schedule, f"the {spacing} grid")
         with jax.ensure_compile_time_eval():
             ends = [float(_lambda(schedule, t)) for t in (schedule.t_max, schedule.t_min)]
-        ts = _time_at_lambda(schedule, np.linspace(*ends, num_steps + 1), np)
+        if spacing == "log_snr":
+            lams = np.linspace(*ends, num_steps + 1)
+        else:  # sigma_hat^(1/rho) linear from sigma_hat_max to sigma_hat_min, lambda = -log sigma_hat
+            roots = np.linspace(*[np.exp(-lam / KARRAS_RHO) for lam in ends], num_steps + 1)
+            lams = -KARRAS_RHO * np.log(roots)
+        ts = _time_at_lambda(schedule, lams, np)
         ts[0], ts[-1] = schedule.t_max, schedule.t_min
     return jnp.asarray(ts, dtype)
 
@@ -173,9 +185,15 @@ def euler(model: Model, schedule: Schedule, x_T: Float[Array, "B ..."], ts: Floa
 
 def heun(model: Model, schedule: Schedule, x_T: Float[Array, "B ..."], ts: Float[Array, " N+1"]
          ) -> Float[Array, "B ..."]:
-    """Heun's second-order method on the probability-flow ODE, the last step Euler (Karras et al. 2022, Alg. 1).
+    """Heun's second-order method on the probability-flow ODE, on every step of the grid. NFE = 2N.
 
-    x' = x_t + (s - t) v(x_t, t),  x_s = x_t + (s - t) (v(x_t, t) + v(x', s)) / 2.  NFE = 2N - 1.
+    x' = x_t + (s - t) v(x_t, t),  x_s = x_t + (s - t) (v(x_t, t) + v(x', s)) / 2.
+
+    EDM's sampler (Karras et al. 2022, Alg. 1; NVlabs/edm `generate.py`, `if i < num_steps - 1` before the 2nd
+    order correction) skips the correction only on its extra last step sigma_min -> 0, where v is singular; that
+    step is `sample(..., denoise=True)` here (an Euler step to sigma = 0 lands on D(x) = x0_hat). Every step of
+    this grid ends at t >= t_min > 0, so each one is corrected: an Euler step over the last grid interval (where
+    the modes form) would make the method first order exactly where its error matters most.
     """
 
     def step(x, times):
@@ -184,9 +202,7 @@ def heun(model: Model, schedule: Schedule, x_T: Float[Array, "B ..."], ts: Float
         x_euler = x + (s - t) * v
         return x + 0.5 * (s - t) * (v + evaluate(model, "velocity", schedule, x_euler, s)), None
 
-    x = jax.lax.scan(step, x_T, _steps(ts[:-1]))[0]
-    t, s = ts[-2], ts[-1]
-    return x + (s - t) * evaluate(model, "velocity", schedule, x, t)
+    return jax.lax.scan(step, x_T, _steps(ts))[0]
 
 
 # ----------------------------------------------------------------------------- exponential integrators
@@ -261,6 +277,35 @@ def dpm_solver_2(model: Model, schedule: Schedule, x_T: Float[Array, "B ..."], t
              - schedule.sigma(r) * jnp.expm1(0.5 * h) * evaluate(model, "eps", schedule, x, t))
         return schedule.alpha(s) / alpha_t * x - schedule.sigma(s) * jnp.expm1(h) * evaluate(
             model, "eps", schedule, u, r), None
+
+    return jax.lax.scan(step, x_T, _steps(ts))[0]
+
+
+def dpm_solver_pp_2s(model: Model, schedule: Schedule, x_T: Float[Array, "B ..."], ts: Float[Array, " N+1"]
+                     ) -> Float[Array, "B ..."]:
+    """DPM-Solver++(2S) (Lu et al. 2022b, Alg. 1 with r = 1/2): the second-order single-step solver in the data
+    prediction x0_hat. NFE = 2N.
+
+    r = t_lambda((lambda_t + lambda_s) / 2),
+    u = (sigma_r / sigma_t) x_t - alpha_r (e^{-h/2} - 1) x0_hat(x_t, t),
+    x_s = (sigma_s / sigma_t) x_t - alpha_s (e^{-h} - 1) x0_hat(u, r)
+
+    (LuChengTHU/dpm-solver `dpm_solver_pytorch.py`, `singlestep_dpm_solver_second_update`, "dpmsolver++" branch with
+    r1 = 0.5). Unlike `dpm_solver_2`, the x0 form does not divide an eps error by alpha_t, so it stays accurate at
+    few steps; exact in one step when the data are one point (x0_hat constant).
+    """
+    _check_finite_lambda(schedule, "dpm_solver_pp_2s")
+
+    def step(x, times):
+        t, s = times
+        lam_t, lam_s = _lambda(schedule, t), _lambda(schedule, s)
+        h = lam_s - lam_t
+        r = time_at_lambda(schedule, lam_t + 0.5 * h).astype(x.dtype)
+        sigma_t = schedule.sigma(t)
+        u = (schedule.sigma(r) / sigma_t * x
+             - schedule.alpha(r) * jnp.expm1(-0.5 * h) * evaluate(model, "x0", schedule, x, t))
+        return schedule.sigma(s) / sigma_t * x - schedule.alpha(s) * jnp.expm1(-h) * evaluate(
+            model, "x0", schedule, u, r), None
 
     return jax.lax.scan(step, x_T, _steps(ts))[0]
 
@@ -381,7 +426,26 @@ def guided(predict: Callable[[Array, Array, Any], Array], prediction: Prediction
     return Model(guided_predict, "eps")
 
 
-_DETERMINISTIC = {"euler": euler, "heun": heun, "dpm_solver_1": dpm_solver_1, "dpm_solver_2": dpm_solver_2}
+def clip_x0(model: Model, schedule: Schedule, low: ArrayLike, high: ArrayLike) -> Model:
+    """The model with its x0 prediction clipped to the data's range [low, high] (per coordinate, broadcast).
+
+    Improved DDPM clips every predicted x0 to the data range before the sampler uses it (Nichol & Dhariwal 2021;
+    openai/improved-diffusion `gaussian_diffusion.py`, `p_mean_variance.process_xstart`: `x.clamp(-1, 1)` when
+    `clip_denoised`). Near t_max, x0 = (x - sigma eps) / alpha magnifies an eps error by 1 / alpha; the clip bounds
+    what that error can do. Every sampler converts from the returned x0 prediction.
+    """
+    if model.prediction not in PREDICTIONS:
+        raise ValueError(f"unknown prediction {model.prediction!r}; choose from {PREDICTIONS}")
+
+    def predict(x, t):
+        x0 = convert(model.predict(x, t), model.prediction, "x0", schedule, x, t)
+        return jnp.clip(x0, jnp.asarray(low, x.dtype), jnp.asarray(high, x.dtype))
+
+    return Model(predict, "x0")
+
+
+_DETERMINISTIC = {"euler": euler, "heun": heun, "dpm_solver_1": dpm_solver_1, "dpm_solver_2": dpm_solver_2,
+                  "dpm_solver_pp_2s": dpm_solver_pp_2s}
 _STOCHASTIC = {"ddpm": ddpm, "euler_maruyama": euler_maruyama}
 
 
@@ -389,7 +453,7 @@ def num_function_evals(name: str, num_steps: int) -> int:
     """Model evaluations of a fixed-step sampler with `num_steps` steps (see the table in the module docstring)."""
     if name not in _NFE_PER_STEP:
         raise ValueError(f"unknown fixed-step sampler {name!r}; choose from {tuple(_NFE_PER_STEP)}")
-    return _NFE_PER_STEP[name] * num_steps - (name == "heun")
+    return _NFE_PER_STEP[name] * num_steps
 
 
 def sample(name: str, model: Model, schedule: Schedule, key: PRNGKeyArray, shape: tuple[int, ...],

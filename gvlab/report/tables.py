@@ -25,11 +25,26 @@ def measured_text(claim: dict[str, Any]) -> str:
     return format_value(claim["measured"])
 
 
+def verdict(claim: dict[str, Any]) -> str:
+    """PASS, FAIL, or RETIRED (a retired claim is measured and shown but does not judge the run)."""
+    if claim.get("retired"):
+        return "RETIRED"
+    return "PASS" if claim["passed"] else "FAIL"
+
+
+def held_text(claims: Sequence[dict[str, Any]]) -> str:
+    """'held/judged' over the claims that judge the run, and how many retired ones are shown beside them."""
+    judged = [c for c in claims if not c.get("retired")]
+    text = f"{sum(c['passed'] for c in judged)}/{len(judged)}"
+    retired = len(claims) - len(judged)
+    return text + (f" (+{retired} retired)" if retired else "")
+
+
 def claim_rows(claims: Sequence[dict[str, Any]]) -> list[list[str]]:
     return [
         [
-            "PASS" if c["passed"] else "FAIL",
-            c["statement"],
+            verdict(c),
+            c["statement"] + (f" (retired: {c['retired']})" if c.get("retired") else ""),
             c["metric"],
             measured_text(c),
             f"{c['op']} {format_value(c['threshold'])}",

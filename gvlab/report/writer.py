@@ -13,7 +13,7 @@ import jax
 
 from gvlab import config as config_lib
 from gvlab import distributed
-from gvlab.report.tables import claim_rows, markdown_table, text_table
+from gvlab.report.tables import claim_rows, held_text, markdown_table, text_table
 
 
 def environment() -> dict[str, Any]:
@@ -69,11 +69,10 @@ def write_report(outcome) -> tuple[Path, Path]:
 
 
 def markdown_report(data: dict[str, Any]) -> str:
-    passed = sum(c["passed"] for c in data["claims"])
     lines = [
         f"# {data['experiment']} ({data['profile']} profile)",
         "",
-        f"{passed}/{len(data['claims'])} claims hold. Wall time {data['timing']['wall_s']:.1f} s on "
+        f"{held_text(data['claims'])} claims hold. Wall time {data['timing']['wall_s']:.1f} s on "
         f"{data['environment']['backend']} ({len(data['environment']['devices'])} device(s)), "
         f"jax {data['environment']['jax']}, gvlab {data['environment']['gvlab']} {data['environment']['git']}.",
         "",
@@ -112,7 +111,7 @@ def _number(value: Any, spec: str) -> str:
 
 def claims_text(outcome) -> str:
     """The claims table printed by `gvlab run` and `gvlab reproduce`."""
-    head = f"{outcome.name} [{outcome.profile}]: {sum(c['passed'] for c in outcome.claims)}/{len(outcome.claims)} claims hold"
+    head = f"{outcome.name} [{outcome.profile}]: {held_text(outcome.claims)} claims hold"
     if not outcome.claims:
         return head + " (no claims registered)"
     return head + "\n" + text_table(claim_rows(outcome.claims))
