@@ -208,3 +208,25 @@ def test_members_of_one_fit_equal_single_fits(key):
                        True), train, progress=False, init={"field": prior[i]})
         np.testing.assert_allclose(both.params_of(i)["field"], one.params_of(0)["field"], rtol=1e-6, atol=1e-7)
     assert not np.allclose(both.params_of(0)["field"], both.params_of(1)["field"])  # the members differ
+
+
+def test_likelihood_beta_tempers_only_the_likelihood(key):
+    """args["likelihood_beta"] = b: loss = b * nll + kl_weight * KL (the replica analysis's Gibbs measure prior x
+    prod H^b), gradient included, and `vcl/nll` stays the untempered nll; tempering the KL instead is rejected."""
+    x_key, y_key, field_key, prior_key = jax.random.split(key, 4)
+    p, n, b = 12, 10, 20.0
+    x = bp.examples(x_key, p, n)
+    y = jnp.where(jax.random.bernoulli(y_key, 0.5, (p,)), 1.0, -1.0)
+    prior = jax.random.normal(prior_key, (n,))
+    params = {"field": prior + jax.random.normal(field_key, (n,))}
+    batch, step = bp.task_data(x, y, prior), jnp.zeros((), jnp.int32)
+    loss = bp.make(bp.Config()).loss
+    _, plain = loss(params, batch, key, step)
+    tempered, terms = loss(params, batch, key, step, args={"likelihood_beta": jnp.float32(b)})
+    assert float(terms["vcl/nll"]) == pytest.approx(float(plain["vcl/nll"]), rel=1e-6)
+    assert float(tempered) == pytest.approx(float(b * plain["vcl/nll"] + plain["vcl/kl"]), rel=1e-5)
+    grad = jax.grad(lambda q: loss(q, batch, key, step, args={"likelihood_beta": jnp.float32(b)})[0])(params)["field"]
+    nll_grad = jax.grad(lambda h: -jnp.sum(bp.log_likelihood(h, x, y, 1.0)))(params["field"])
+    kl_grad = jax.grad(bp.binary_kl)(params["field"], prior, 1.0)
+    np.testing.assert_allclose(grad, b * nll_grad + kl_grad, rtol=1e-4, atol=1e-4)
+    assert not np.allclose(grad, nll_grad + b * kl_grad, rtol=1e-2)  # negative control: the KL tempered instead

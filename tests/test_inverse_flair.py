@@ -45,3 +45,19 @@ def test_flat_error_curve_is_the_no_crw_ablation(key):
     np.testing.assert_allclose(flat, ablation, rtol=1e-5, atol=1e-6)
     shaped = with_curve(jnp.linspace(0.2, 2.0, 20))  # negative control
     assert float(jnp.max(jnp.abs(shaped - ablation))) > 1e-3
+
+
+def test_step_cap_limits_the_regulariser_step_to_the_denoiser(key):
+    """Oracle: with the cap, a step lr lambda_R / t above 1 equals the uncapped step with lambda_R = t / lr (a step
+    of exactly 1, to D(x_t, t)), and a step below 1 is untouched. Negative control: the uncapped large step."""
+    schedule = Schedule("rectified_flow")
+    model = solvers.gaussian_prior_model(jnp.zeros((4, 4)), 0.5 * jnp.eye(16), schedule, "velocity")
+    op = Inpainting(jnp.arange(16).reshape(4, 4) % 3 != 0)
+    y = op.forward(jax.random.normal(key, (2, 4, 4)))
+    run = jax.jit(lambda lam, cap: solvers.flair(model, schedule, op, y, 0.01, key, 3, regulariser_weight=lam,
+                                                   crw=False, data_learning_rate=0.5, data_steps=2,
+                                                   times=jnp.full(3, 0.4), max_step=cap).x)
+    one = run(0.4, 1e9)  # lr lambda / t = 1 exactly, cap inactive
+    np.testing.assert_allclose(run(20.0, 1.0), one, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(run(0.2, 1.0), run(0.2, 1e9), rtol=1e-6, atol=1e-7)  # below the cap: unchanged
+    assert float(jnp.max(jnp.abs(run(20.0, 1e9) - one))) > 1e-2  # negative control

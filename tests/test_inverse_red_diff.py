@@ -56,3 +56,48 @@ def test_dps_step_is_chosen_on_validation_psnr_per_task():
     # With a run axis (one choice per prior), each run chooses for itself.
     runs = np.stack([sweep, sweep[::-1]]).astype(np.float32)
     np.testing.assert_array_equal(np.asarray(weights)[red.dps_choice(runs, x0, tasks)[1]], [[0.1, 0.05], [0.1, 0.3]])
+
+
+def test_v_loss_method_is_the_snr_plus_one_weighted_x0_loss(key):
+    """Oracles: the loss is (1 + SNR) ||x0_hat - x0||^2, i.e. the unit x0 loss plus the eps loss of the same x0
+    output on the same draw, and on the VP path Salimans & Ho's v-loss ||v_hat - v||^2, v = alpha eps - sigma x0.
+    Negative control: the unit x0 loss alone is not it."""
+    from gvlab.diffusion import losses
+    from gvlab.diffusion.parameterisation import convert
+    from gvlab.diffusion.schedules import Schedule
+    from gvlab.inverse.priors import v_loss_method
+    from gvlab.nn import TimeMLP
+
+    schedule, net = Schedule("vp_linear"), TimeMLP(out_features=4, hidden=(8,))
+    batch = {"x": jax.random.normal(jax.random.fold_in(key, 1), (64, 4))}
+    method = v_loss_method(net, schedule)
+    params = method.init(key, batch)
+    loss_key = jax.random.fold_in(key, 2)
+    value = float(method.loss(params, batch, loss_key, 0)[0])
+    parts = [float(losses.make_method(net, p, schedule, output="x0").loss(params, batch, loss_key, 0)[0])
+             for p in ("x0", "eps")]
+    np.testing.assert_allclose(value, sum(parts), rtol=1e-5)
+    t, eps, x_t = losses.noised(batch["x"], loss_key, schedule)
+    x0_hat = net.apply(params, x_t, t)
+    eps_hat = convert(x0_hat, "x0", "eps", schedule, x_t, t)
+    alpha, sigma = schedule.alpha(t)[:, None], schedule.sigma(t)[:, None]
+    v_loss = jnp.mean(jnp.sum(jnp.square((alpha * eps_hat - sigma * x0_hat) - (alpha * eps - sigma * batch["x"])), -1))
+    np.testing.assert_allclose(value, float(v_loss), rtol=1e-4)
+    assert abs(value - parts[0]) > 0.1 * value  # negative control: the SNR term matters
+
+
+def test_mlp_model_flattens_images_row_major(key):
+    """Oracle: the Model's prediction on images [B, H, W] is the TimeMLP applied to the row-major flat rows, reshaped
+    back, with the kind it was given. Negative control: column-major flattening (transposed images) differs."""
+    from gvlab.inverse.priors import mlp_model
+    from gvlab.nn import TimeMLP
+
+    x, t = jax.random.normal(key, (3, 4, 4)), jnp.full((3,), 0.5)
+    net = TimeMLP(out_features=16, hidden=(8,))
+    params = net.init(key, x.reshape(3, 16), t)
+    model = mlp_model(params, (8,), "x0", image_shape=(4, 4))
+    assert model.prediction == "x0"
+    out = model.predict(x, t)
+    np.testing.assert_allclose(out, net.apply(params, x.reshape(3, 16), t).reshape(3, 4, 4), rtol=1e-6)
+    transposed = net.apply(params, jnp.swapaxes(x, 1, 2).reshape(3, 16), t).reshape(3, 4, 4)
+    assert float(jnp.max(jnp.abs(out - transposed))) > 1e-3

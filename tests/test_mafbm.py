@@ -120,3 +120,98 @@ def test_sample_paths_are_the_per_key_solves(key):
                            diffusion=lambda t, x, p: jnp.ones_like(x), dt=0.05, save_every=5)
     np.testing.assert_allclose(paths[1], one.ys[1:, 0, 0], rtol=1e-5, atol=1e-6)
     assert not np.allclose(paths[0], paths[1])
+
+
+def _conditional_dw_mean(z, n, obs, noise, transition, coupling, num_steps, per_obs, dt, next_only=False):
+    """E[dW_n | z_n = z, o] / dt by direct Gaussian conditioning on the observations after step n (float64)."""
+    unit = np.eye(transition.shape[0])[0]
+    obs_steps = [(i + 1) * per_obs for i in range(len(obs)) if (i + 1) * per_obs > n]
+    if next_only:
+        obs_steps = obs_steps[:1]
+    index = [s // per_obs - 1 for s in obs_steps]
+    power = lambda k: np.linalg.matrix_power(transition, k)
+    # o_j - e^T F^(s_j - n) z = sum_{m = n}^{s_j - 1} e^T F^(s_j - m - 1) g dW_m + noise
+    loadings = np.asarray([[unit @ power(s - m - 1) @ coupling if m < s else 0.0 for m in range(n, num_steps)]
+                           for s in obs_steps])
+    residual = np.asarray([obs[i] - unit @ power(s - n) @ z for i, s in zip(index, obs_steps)])
+    cov_obs = dt * loadings @ loadings.T + noise**2 * np.eye(len(obs_steps))
+    return float(dt * loadings[:, 0] @ np.linalg.solve(cov_obs, residual)) / dt
+
+
+def test_smoothing_control_is_the_exact_conditional_mean_of_the_next_increment(key):
+    from gvlab.sde.mafbm import smoothing_control
+
+    gammas = fractional.gamma_grid(2, 5.0)
+    omegas = jnp.asarray([0.8, -0.3])
+    scale, theta, noise, per_obs, num_obs, dt = 0.7, 0.3, 0.2, 2, 3, 0.1
+    num_steps = per_obs * num_obs
+    obs = jax.random.normal(key, (num_obs, 1))
+    control = smoothing_control(obs, noise, gammas=gammas, omegas=omegas, scale=jnp.asarray(scale), theta=theta,
+                                num_steps=num_steps, dt=dt)
+    g, w = np.asarray(gammas, np.float64), np.asarray(omegas, np.float64)
+    drift = np.zeros((3, 3))
+    drift[0, 0], drift[0, 1:], drift[1:, 1:] = -theta, -scale * w * g, -np.diag(g)
+    transition, coupling = np.eye(3) + dt * drift, np.concatenate([[scale * w.sum()], np.ones(2)])
+    z = np.asarray([0.3, -0.5, 0.2])
+    for n in range(num_steps):
+        ours = float(control.offset[n, 0] + control.gain[n, 0] @ z)
+        exact = _conditional_dw_mean(z, n, np.asarray(obs[:, 0], np.float64), noise, transition, coupling,
+                                     num_steps, per_obs, dt)
+        np.testing.assert_allclose(ours, exact, rtol=1e-4, atol=1e-4)
+    # Negative control: conditioning on the next observation only (the old context) gives another control.
+    next_only = _conditional_dw_mean(z, 0, np.asarray(obs[:, 0], np.float64), noise, transition, coupling,
+                                     num_steps, per_obs, dt, next_only=True)
+    assert abs(next_only - float(control.offset[0, 0] + control.gain[0, 0] @ z)) > 1e-2
+
+
+def _discretised_log_likelihood(obs, noise, transition, coupling, initial_cov, per_obs, dt):
+    """log N(o; 0, Cov(X at the observation steps) + sigma^2 I) of the Euler-discretised linear system (float64)."""
+    cov, marginals = initial_cov, []
+    for n in range(per_obs * len(obs)):
+        cov = transition @ cov @ transition.T + dt * np.outer(coupling, coupling)
+        if (n + 1) % per_obs == 0:
+            marginals.append(cov)
+    size = len(obs)
+    joint = np.zeros((size, size))
+    for i in range(size):
+        for j in range(i, size):
+            joint[i, j] = joint[j, i] = (np.linalg.matrix_power(transition, (j - i) * per_obs) @ marginals[i])[0, 0]
+    joint += noise**2 * np.eye(size)
+    return float(-0.5 * (obs @ np.linalg.solve(joint, obs) + np.linalg.slogdet(2 * np.pi * joint)[1]))
+
+
+@pytest.mark.parametrize("kind", ["type1", "type2"])
+def test_smoothed_posterior_bound_is_tight_and_the_plain_prior_is_not(kind, key):
+    from gvlab.sde.mafbm import linear_system, solve_fractional_smoothed, stationary_cholesky
+
+    gammas = fractional.gamma_grid(3, 5.0)
+    omegas = fractional.optimal_coefficients(jnp.asarray(0.7), gammas, 1.0, kind)
+    scale, noise, per_obs, num_obs, dt = jnp.asarray(1.3), 0.1, 3, 4, 1.0 / 12
+    obs = jnp.asarray([[0.3], [0.9], [0.6], [1.4]])
+
+    @jax.jit
+    def bound(k):
+        y0_key, noise_key = jax.random.split(k)
+        sol = solve_fractional_smoothed(y0_key, jnp.zeros((1,)), brownian_increments(noise_key, 12, dt, (1,)), obs,
+                                        noise, gammas=gammas, omegas=omegas, kind=kind, scale=scale, theta=0.0, dt=dt)
+        return sol.log_lik - sol.kl, sol.zs
+
+    values, zs = jax.vmap(bound)(jax.random.split(key, 4000))
+    values = np.asarray(values, np.float64)
+    transition, coupling = (np.asarray(a, np.float64) for a in linear_system(gammas, omegas, scale, 0.0, dt))
+    initial = np.zeros((4, 4))
+    if kind == "type1":
+        chol = np.asarray(stationary_cholesky(gammas), np.float64)
+        initial[1:, 1:] = chol @ chol.T
+    exact = _discretised_log_likelihood(np.asarray(obs[:, 0], np.float64), noise, transition, coupling, initial,
+                                        per_obs, dt)
+    assert zs.shape == (4000, num_obs, 1, 4)
+    assert abs(values.mean() - exact) < 4 * values.std() / np.sqrt(values.size) + 1e-3, (values.mean(), exact)
+    # Negative control: the prior as the posterior (no smoothing) is a much looser bound.
+    _, noise_key = jax.random.split(key)
+    path = solve_fractional(key, jnp.zeros((1,)), brownian_increments(noise_key, 12, dt, (1,)), gammas=gammas,
+                            omegas=omegas, kind=kind, drift=lambda t, x, p: jnp.zeros_like(x),
+                            diffusion=lambda t, x, p: jnp.full_like(x, 1.3), dt=dt)
+    prior_bound = float(jnp.sum(-0.5 * (jnp.log(2 * jnp.pi * noise**2)
+                                       + jnp.square(obs[:, 0] - path.ys[per_obs::per_obs, 0, 0]) / noise**2)))
+    assert prior_bound < exact - 5.0

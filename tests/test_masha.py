@@ -195,3 +195,19 @@ def test_fit_resumes_bitwise_and_equals_the_in_memory_driver(key, tmp_path):
         np.testing.assert_array_equal(a, b)
     other = fit_masha(jax.random.fold_in(key, 7), tmp_path / "other", 4)  # negative control: other problems, keys
     assert not np.allclose(optim.trajectory(other).relative_error, record.relative_error)
+
+
+def test_similar_workers_have_the_mean_operators_lipschitz_constant(key):
+    """`spread`: B_m = B + s E_m; s = 0 gives identical workers (every ||A_m|| = L), s = 0.1 keeps them within a
+    few percent of L; independent workers (the default) are ~sqrt(M) L (negative control)."""
+    def worker_over_mean(spread):
+        _, _, lipschitz, workers = optim.bilinear_games(key, 2, 10, 20, 20, 0.1, spread)
+        return np.asarray(workers).mean(1) / np.asarray(lipschitz)
+
+    same = optim.make_bilinear_game(key, 3, 4, 4, 0.1, spread=0.0)
+    np.testing.assert_allclose(same.matrices, jnp.broadcast_to(same.matrices[:1], same.matrices.shape), atol=1e-6)
+    np.testing.assert_allclose(worker_over_mean(0.0), 1.0, rtol=1e-5)
+    assert np.all(np.abs(worker_over_mean(0.1) - 1.0) < 0.05)
+    assert np.all(worker_over_mean(None) > 2.0)
+    with pytest.raises(ConfigError):
+        optim.make_bilinear_game(key, 3, 4, 4, 0.1, spread=-1.0)

@@ -276,3 +276,77 @@ def test_a_meta_prior_sweep_in_one_fit_equals_separate_fits(key):
             np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
     w_sigma = [sweep.params_of(r)["weights"]["layer0"]["w_sigma"] for r in (0, 1)]
     assert not np.allclose(*w_sigma)  # the members differ
+
+
+def test_kl_per_step_and_noise_off_regeneration(key):
+    """kl_per_step is the unnormalised closed-form KL; regenerate is the posterior pass whose posterior equals the
+    prior at t > 1 (a fixed point reached in T sweeps, the prior being causal), where the KL vanishes."""
+    model = pvrnn.make_model(CFG, 1, T)
+    params = _random_params(model, key)
+    weights, adaptive = params["weights"], _sequence(params)
+    names = [f"layer{i}" for i in range(len(CFG.hidden))]
+    h0 = {name: jnp.zeros((d,)) for name, d in zip(names, CFG.hidden)}
+    zeros = {name: jnp.zeros((T, z)) for name, z in zip(names, CFG.latent)}
+
+    @jax.jit
+    def compute(adaptive):
+        _, tr = model.posterior_pass(weights, h0, adaptive, zeros, 0)
+        expected = sum(kl_divergence(DiagNormal(a, jnp.exp(b)), DiagNormal(c, jnp.exp(d)))
+                       for a, b, c, d in zip(tr.posterior_mean, tr.posterior_log_scale, tr.prior_mean,
+                                             tr.prior_log_scale))
+        # Fixed point: A_t = the prior's pre-activation and log-scale for t > 1, A_1 kept.
+        fixed = adaptive
+        for _ in range(T):
+            _, tr_fixed = model.posterior_pass(weights, h0, fixed, zeros, 0)
+            fixed = {name: {"mean": adaptive[name]["mean"].at[1:].set(tr_fixed.prior_pre[i][1:]),
+                            "log_scale": adaptive[name]["log_scale"].at[1:].set(tr_fixed.prior_log_scale[i][1:])}
+                     for i, name in enumerate(names)}
+        _, tr_fixed = model.posterior_pass(weights, h0, fixed, zeros, 0)
+        return (model.kl_per_step(weights, adaptive), expected, model.kl_per_step(weights, fixed), tr_fixed.x_hat,
+                model.regenerate(weights, adaptive, T), tr.x_hat,
+                model.regenerate(weights, model.zero_adaptive(T), T), model.generate(weights, key, T, False)[0])
+
+    kl, expected, kl_fixed, x_fixed, regen, x_posterior, regen_zero, free = compute(adaptive)
+    np.testing.assert_allclose(kl, expected, rtol=1e-5)
+    assert np.all(np.asarray(kl) > 1e-3)  # negative control: a random posterior injects information everywhere
+    np.testing.assert_allclose(kl_fixed[1:], 0.0, atol=1e-5)
+    np.testing.assert_allclose(kl_fixed[0], kl[0], rtol=1e-5)  # t = 1 is against N(0, I), unchanged
+    np.testing.assert_allclose(regen, x_fixed, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(regen, x_posterior, atol=1e-3)  # negative control: the posterior pass reads A_t, t > 1
+    # From A_1 = 0 (posterior mean 0 = the t = 1 prior's mean) regeneration is the noise-off free generation.
+    np.testing.assert_allclose(regen_zero, free, rtol=1e-5, atol=1e-6)
+    # KL per step is invariant under z -> c z, W_zd -> W_zd / c when the means are scaled with it (the tanh
+    # bound aside): checked on the closed form, where the sigma of either Gaussian is not.
+    k = jax.random.split(key, 4)
+    mq, mp, sq, sp = (jax.random.normal(k_, (5, 3)) for k_ in k)
+    c = 3.0
+    np.testing.assert_allclose(pvrnn.kl_normalised(c * mq, sq + np.log(c), c * mp, sp + np.log(c)),
+                               pvrnn.kl_normalised(mq, sq, mp, sp), rtol=1e-5)
+
+
+def test_pfsm_mean_path_windows_oracle_and_transition_estimate(key):
+    data = pfsm.sample(key, 4000, 40)
+    x = np.asarray(data["x"])[..., 0]
+    mean = pfsm.mean_path(40)
+    # Oracle: E[x_t] by Monte Carlo within 5 standard errors; negative control: the mode path (A C A C) differs.
+    stderr = x.std(axis=0) / np.sqrt(x.shape[0]) + 1e-4
+    assert np.all(np.abs(x.mean(axis=0) - mean) < 5 * stderr)
+    mode = pfsm.primitives()[[pfsm.A, pfsm.C, pfsm.A, pfsm.C, pfsm.A]].reshape(-1)
+    assert np.max(np.abs(mode - mean)) > 0.1
+    # The mean path is the least-squares single prediction: the mode path has a larger error.
+    assert np.mean(np.square(x - mean)) < np.mean(np.square(x - mode))
+    ends = np.array([8, 13, 20])
+    np.testing.assert_array_equal(pfsm.windows(data["x"][:3], ends, 4)[1, 2], data["x"][1, 20:24])
+    # A predictor that knows the started primitives beats one that knows none on the random choices.
+    oracle, most_probable = pfsm.oracle_mses(data["labels"][:200], data["x"][:200], ends, 8)
+    assert oracle < most_probable
+    # Negative control: on data without random choices (A -> C always) the two coincide.
+    fixed = pfsm.sample(key, 20, 40, transitions=[[0, 0, 1], [1, 0, 0], [1, 0, 0]])
+    np.testing.assert_allclose(*pfsm.oracle_mses(fixed["labels"], fixed["x"], ends, 8))
+    # The Jeffreys estimate recovers P(B|A) on data and gives ~0 on the mode path (no B ever), 0.5 on noise.
+    p_hat, wellformed = pfsm.estimate_b_given_a(data["x"][:300], tolerance=0.05)
+    assert abs(p_hat - 0.3) < 0.05 and wellformed == 1.0
+    p_mode, _ = pfsm.estimate_b_given_a(np.tile(mode, 2)[None], tolerance=0.05)
+    assert p_mode < 0.15
+    p_noise, wellformed_noise = pfsm.estimate_b_given_a(np.asarray(jax.random.normal(key, (4, 40))), 0.05)
+    assert p_noise == 0.5 and wellformed_noise == 0.0

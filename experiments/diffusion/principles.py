@@ -64,8 +64,7 @@ class Config:
         identity_points: points of the conversion-identity check.
         hidden: TimeMLP widths of the trained views.
         guidance: CFG weights w.
-        guidance_std: the mode std of the guidance model's mixture: 0.5, so that classes overlap and w = 0 is not
-            already at 100% accuracy (at std 0.1 it is 0.99).
+        guidance_std: mode std of the guidance mixture: 0.5, so classes overlap (at 0.1, w = 0 is 99% accurate).
         label_dropout: probability of the null label while training the conditional model.
         likelihood_points: test points of the probability-flow likelihood.
         train: optimisation of every trained model (its seeds are vmapped).
@@ -106,7 +105,7 @@ class Config:
                       "papers state order of convergence, measured pathwise against the exact ODE solution below"),
         Claim(statement="At 8 evaluations DPM-Solver-2 beats Euler: SWD(DPM-2) - SWD(Euler) < 0 (mean over seeds)",
               metric="dpm2_minus_euler_8", op="<", threshold=0.0, reduce="mean", source="notes section 4d",
-              retired="as above: the SWD's floor is the mode counts' noise; replaced by the pathwise claims"),
+              retired="as above: the SWD floor is the mode counts' noise; replaced by the pathwise claims"),
         Claim(statement="Heun, DPM-Solver-2 and DPM-Solver++(2S) are second order: pathwise error ~ NFE^-p with "
                         "p >= 1.5 between the last two budgets (worst solver, mean over seeds)",
               metric="second_order_min_order", op=">=", threshold=1.5, reduce="mean",
@@ -202,7 +201,7 @@ def sampler_claims(cfg: Config, swd: dict, pathwise: dict) -> dict:
     for n in SECOND_ORDER:  # the smallest budget from which the solver stays below Euler (mean over seeds)
         below = pathwise[n].mean(0) < pathwise["euler"].mean(0)
         overtakes = [nfe for j, nfe in enumerate(cfg.nfes) if below[j:].all()]
-        out[f"overtakes_euler_nfe_{n}"] = np.array([overtakes[0] if overtakes else np.nan])
+        out[f"overtakes_euler_nfe_{n}"] = np.array([overtakes[0] if overtakes else np.inf])  # inf: not by max(nfes)
     return out
 
 
@@ -219,8 +218,7 @@ def _with_keys(fit, key) -> dict:
 
 
 def trained_views(cfg: Config, run, spec, floors) -> dict:
-    """Train the three views (seeds vmapped) and sample each with Heun at 32 NFE (DDIM beside it), the predicted x0
-    clipped to the data range as improved DDPM does (`samplers.clip_x0`)."""
+    """Train the three views (seeds vmapped); sample each with Heun at 32 NFE (DDIM beside it), x0 clipped."""
     out, worst, clip = {}, None, evaluation.data_range(spec)
     for view, (kind, loss_view, output) in VIEWS.items():
         schedule = Schedule(kind)
@@ -244,8 +242,7 @@ def trained_views(cfg: Config, run, spec, floors) -> dict:
 
 
 def guidance(cfg: Config, run) -> dict:
-    """Class-conditional eps model on a mixture with overlapping classes; CFG accuracy and spreads per guidance
-    weight, beside the exact conditional field (the ceiling: a perfectly trained network)."""
+    """Class-conditional eps model on overlapping classes; CFG accuracy and spreads per w, beside the exact field."""
     spec, schedule = gm.eight_gaussians(std=cfg.guidance_std), Schedule("vp_cosine")
     classes = gm.num_classes(spec)
     net = TimeMLP(out_features=2, hidden=cfg.hidden, num_classes=classes)

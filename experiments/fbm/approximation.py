@@ -5,11 +5,13 @@ optimal coefficients omega (A omega = b, Prop. 3 of the paper) against the quadr
 (2) MA-fBM paths simulated with the SDE solver (Euler, dt = 1e-3, one shared W per path), whose empirical
 covariance on a 20-point grid of (0, T] is compared with the exact covariance of the target process.
 
-Command:  gvlab reproduce fbm/approximation --profile quick   (about 10 s on 2 CPU cores)
-Expected: claim 1 holds for every H; claim 2 fails at H = 0.8 only, and there the closed-form MA-fBM covariance
-          (`cov_error_analytic`) is itself about as far from the fBM covariance as the simulation: K = 5,
-          gamma_max = 20 cannot reach the bound of 0.15 at H = 0.8, whatever the number of simulated paths.
-          Measured values: report.json; earlier runs: experiments/fbm/approximation.md.
+Command:  gvlab reproduce fbm/approximation --profile quick   (about 30 s on 2 shared CPU cores, full 45 s)
+Expected: both judged claims hold: optimal omega beats quadrature for every H, and the simulated covariance
+          matches the closed-form MA-fBM covariance (`cov_error_solver`: Monte Carlo and Euler error only). The
+          retired claim (simulated vs fBM covariance <= 0.15) fails at H = 0.8 only, where the closed-form MA-fBM
+          covariance (`cov_error_analytic`, the ceiling) is itself as far from fBM: K = 5, gamma_max = 20 cannot
+          reach 0.15 there, whatever the number of simulated paths.
+          Measured values: report.json; earlier runs and the diagnosis: experiments/fbm/approximation.md.
 """
 
 from __future__ import annotations
@@ -90,7 +92,18 @@ def relative_frobenius(a: np.ndarray, b: np.ndarray) -> float:
         Claim(statement="The empirical covariance of simulated MA-fBM paths matches the exact covariance "
                         "(relative Frobenius error <= 0.15 for every Hurst index)",
               metric="cov_error_max", op="<=", threshold=0.15,
-              source="notes' mini-experiment E1 (K = 5, gamma_max = 20, T = 1)"),
+              source="notes' mini-experiment E1 (K = 5, gamma_max = 20, T = 1)",
+              retired="unreachable (issue 16): the threshold is the notes', not the paper's, and the measured "
+                      "ceiling, the closed-form MA-fBM covariance itself (no simulation), is 0.245 from the fBM "
+                      "covariance at H = 0.8 with K = 5, gamma_max = 20 (cov_error_analytic_max); last measured "
+                      "0.247 (quick), 0.238 (full). Replaced by the simulation against the closed-form MA-fBM "
+                      "covariance (cov_error_solver_max); the approximation error stays reported as a ceiling"),
+        Claim(statement="The empirical covariance of simulated MA-fBM paths matches the closed-form covariance of "
+                        "the MA-fBM process they simulate (Prop. 3 coefficients; relative Frobenius error <= 0.15 "
+                        "for every Hurst index); the closed-form MA-fBM vs fBM error (cov_error_analytic_max) is "
+                        "reported beside it as the ceiling of any simulation against fBM",
+              metric="cov_error_solver_max", op="<=", threshold=0.15,
+              source="issue 16 (fixed before the run); notes' mini-experiment E1 bound; Daems et al. 2024, Sec. 3"),
     ],
 )
 def fbm_approximation(cfg: Config, run) -> dict:
@@ -119,4 +132,6 @@ def fbm_approximation(cfg: Config, run) -> dict:
     run.figure("variances", fig)
     ratio = results["error_optimal"] / results["error_riemann"]
     return {**results, "error_ratio": ratio, "error_ratio_max": float(ratio.max()),
-            "cov_error_max": float(results["cov_error"].max()), "hursts": np.asarray(cfg.hursts)}
+            "cov_error_max": float(results["cov_error"].max()),
+            "cov_error_solver_max": float(results["cov_error_solver"].max()),
+            "cov_error_analytic_max": float(results["cov_error_analytic"].max()), "hursts": np.asarray(cfg.hursts)}

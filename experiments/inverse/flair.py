@@ -1,27 +1,26 @@
 """`inverse/flair`: FLAIR with a small rectified-flow prior on digits, and its DTA / HDC / CRW ablations (Erbach,
 Narnhofer, Dombos, Schiele, Lenssen & Schindler 2025, *Solving Inverse Problems with FLAIR*).
 
-Command:  gvlab reproduce inverse/flair --profile quick     (about 5 min on 2 CPU cores; full, 3 priors x 4000 steps
-          and 200 test digits, about 6 min; a rerun of a finished workdir recomputes nothing)
+Command:  gvlab reproduce inverse/flair --profile quick     (about 2.5 min on 2 CPU cores; full, 3 priors x 4000
+          steps and 200 test digits, about 4 min; a rerun of a finished workdir recomputes nothing)
 Shows:    whether FLAIR's hard data consistency (HDC) fits the measurements down to the noise level where flow-DPS and
           FLAIR without HDC do not, whether HDC, calibrated regulariser weights (CRW) and deterministic trajectory
           adjustment (DTA) each help, and whether FLAIR is as faithful as flow-DPS; the claims read the worst task.
           The measured numbers are in report.json / report.md; `flair.md` beside this file discusses them.
 
-Prior: a velocity TimeMLP (64 -> 256 x 3 -> 64, sinusoidal time) trained by flow matching on the rectified-flow path
-x_t = (1 - t) x0 + t eps, on the 1497 training digits in [-1, 1] (Adam 1e-3, batch 128; the priors are the seeds of
-one vmapped fit). CRW: the velocity error e(t) per pixel on `linspace(1, 0, 100)` and 500 training digits (an
-evaluator per prior), lambda_R(t) = 0.5 (1 / e) / mean(1 / e) as the official `var_post_samp.py`.
+Prior: a velocity TimeMLP (64 -> 256 x 3 -> 64) trained by flow matching on x_t = (1 - t) x0 + t eps, on the 1497
+training digits in [-1, 1] (Adam 1e-3, batch 128; the priors are the seeds of one vmapped fit). CRW: the velocity
+error e(t) on `linspace(1, 0, 100)` and 500 training digits, lambda_R(t) = 0.5 (1 / e) / mean(1 / e) (official).
 Tasks (test digits, sigma_y = 0.01): box inpainting (the centre 4 x 4 and a full-width 2-row stripe at a random row
 missing) and SR x4 (8 x 8 -> 2 x 2 average pooling); `samples` solutions per measurement.
 Methods, 50 network evaluations each (`gvlab.inverse.solvers`): FLAIR (DTA, CRW, HDC by up to 15 SGD steps stopped
 at the discrepancy principle, with the learning rate 1 / (2 max lambda_R ||A A^T||) that makes a step an exact
 projection at the largest weight); -DTA (fresh noise); -CRW (a flat error curve: lambda_R = 0.5 for the regulariser
 and the data term); -HDC (the data gradient joins the regulariser step, with the step size of one HDC iteration);
-flow-DPS (the Euler probability-flow ODE with DPS guidance, the official scales 0.5 / 0.3); A^+ y.
+flow-DPS (the Euler probability-flow ODE with DPS guidance, the official scales 0.5 / 0.3); A^+ y; reported, not
+official: FLAIR, -DTA and -CRW with the regulariser step lr lambda_R(t) / t capped at 1 ("_cap", `max_step`).
 Metrics (one evaluator per task and method, vmapped over the priors): PSNR (range 2), RMS data residual / sigma_y,
-accuracy of a logistic-regression digit classifier fitted on the training digits, diversity (pixel std over the
-solutions of a measurement).
+accuracy of a logistic-regression digit classifier (training digits), diversity (pixel std over the solutions).
 """
 
 from __future__ import annotations
@@ -40,21 +39,24 @@ from gvlab import probe as probe_lib
 from gvlab.data import epoch_batches
 from gvlab.data.digits import digits
 from gvlab.diffusion import losses
-from gvlab.diffusion.samplers import Model
 from gvlab.diffusion.schedules import Schedule
 from gvlab.evals.metrics import psnr, sample_std
 from gvlab.inverse import solvers
 from gvlab.inverse.metrics import fit_classifier, rms_residual
+from gvlab.inverse.priors import mlp_model
 from gvlab.inverse.operators import AveragePool, Inpainting, box_stripe_masks, noisy_measurement
 from gvlab.nn import TimeMLP
 from gvlab.report.figures import image_grid
 
 SCHEDULE = Schedule("rectified_flow")
-METHODS = ("flair", "no_dta", "no_hdc", "no_crw", "flow_dps", "pinv")
+# "_cap": the ablation (not official) that caps the regulariser step lr lambda_R(t) / t at 1 (`max_step`).
+METHODS = ("flair", "no_dta", "no_hdc", "no_crw", "flow_dps", "pinv", "flair_cap", "no_dta_cap", "no_crw_cap")
 LABELS = {"flair": "FLAIR", "no_dta": "-DTA", "no_hdc": "-HDC", "no_crw": "-CRW", "flow_dps": "flow-DPS",
-          "pinv": "A^+ y"}
-# The solver key of each method; -CRW is FLAIR's program with a flat error curve, so it shares FLAIR's key.
+          "pinv": "A^+ y", "flair_cap": "FLAIR cap", "no_dta_cap": "-DTA cap", "no_crw_cap": "-CRW cap"}
+# The solver key of each method; -CRW is FLAIR's program with a flat error curve, so it shares FLAIR's key; a capped
+# variant shares its uncapped method's key (the cap's effect is paired).
 KEY_INDEX = {"flair": 0, "no_crw": 0, "no_dta": 1, "no_hdc": 2, "flow_dps": 3, "pinv": 4}
+KEY_INDEX |= {f"{m}_cap": KEY_INDEX[m] for m in ("flair", "no_dta", "no_crw")}
 TASKS = ("inpainting", "sr4")
 DPS_STEP = {"inpainting": 0.5, "sr4": 0.3}  # official DPS `scale` for inpainting / SR x4
 SR_FACTOR = 4
@@ -69,14 +71,14 @@ class Config:
         tasks: which of "inpainting" and "sr4" to run.
         num_test: test digits (measurements) per task.
         samples: solutions per measurement (DTA / DPS noise); the diversity is their pixel std.
-        num_steps: network evaluations of every solver.
-        sigma_y: measurement noise std.
+        num_steps, sigma_y: network evaluations of every solver; measurement noise std.
         regulariser_weight: FLAIR's `regularizer_weight` (the mean of lambda_R; the -CRW constant).
         ts_min: FLAIR's lowest time.
+        cap_ablation: also run FLAIR, -DTA and -CRW with the regulariser step capped at 1 (the "_cap" methods).
         data_steps: FLAIR's `likelihood_steps` (HDC iterations per step).
         calibration_times, calibration_digits: the CRW error curve's t values and training digits.
-        stripe_rows: height of the random full-width stripe of the inpainting mask (the box is the centre 4 x 4).
-        figure_digits: digits shown in the reconstruction figure.
+        stripe_rows, figure_digits: height of the inpainting mask's random full-width stripe (the box is the centre
+            4 x 4); digits shown in the reconstruction figure.
         train: the prior's optimisation (its seeds are vmapped; every solver runs on every prior).
     """
 
@@ -88,6 +90,7 @@ class Config:
     sigma_y: float = 0.01
     regulariser_weight: float = 0.5
     ts_min: float = 0.18
+    cap_ablation: bool = True
     data_steps: int = 15
     calibration_times: int = 100
     calibration_digits: int = 500
@@ -106,25 +109,17 @@ def _operator(task: str, mask):
 def measure(task: str, x0: Float[Array, "N H W"], key: PRNGKeyArray, sigma_y: float, stripe_rows: int):
     """(masks `[N, H, W]` (all True for SR), y = A x0 + sigma_y n; zero-filled for inpainting, as A x)."""
     mask_key, noise_key = jax.random.split(key)
-    if task == "inpainting":
-        masks = box_stripe_masks(mask_key, x0.shape[0], x0.shape[1:], 4, stripe_rows)
-    else:
-        masks = jnp.ones(x0.shape, bool)
+    masks = (box_stripe_masks(mask_key, x0.shape[0], x0.shape[1:], 4, stripe_rows) if task == "inpainting" else
+             jnp.ones(x0.shape, bool))
     return masks, noisy_measurement(_operator(task, masks), x0, noise_key, sigma_y)
 
 
 # ----------------------------------------------------------------------------- evaluators
 
 
-def velocity_model(hidden: tuple[int, ...], params) -> Model:
-    """The TimeMLP velocity network on images `[B, 8, 8]` (it works on flat `[B, 64]`)."""
-    net = TimeMLP(out_features=64, hidden=hidden)
-    return Model(lambda x, t: net.apply(params, x.reshape(x.shape[0], -1), t).reshape(x.shape), "velocity")
-
-
 def calibration(params, x0: Float[Array, "B H W"], key: PRNGKeyArray, *, cfg: Config) -> dict:
     """Evaluator: one prior's CRW error curve e(t) on `linspace(1, 0, calibration_times)` (`model_error_curve`)."""
-    model = velocity_model(cfg.hidden, params)
+    model = mlp_model(params, cfg.hidden, "velocity")  # the TimeMLP on flat [B, 64] rows
     return {"error_curve": solvers.model_error_curve(model, SCHEDULE, key, x0, cfg.calibration_times)}
 
 
@@ -138,7 +133,8 @@ def solve_one(method: str, task: str, model: Model, curve: Float[Array, " n"], o
     # The HDC step that is an exact projection at the largest weight (||A A^T||: 1 for a mask, 1 / f^2 for pooling).
     gram_norm = 1.0 if task == "inpainting" else 1.0 / SR_FACTOR**2
     data_lr = 1.0 / (2.0 * jnp.max(solvers.calibrated_weights(curve, cfg.regulariser_weight)) * gram_norm)
-    options = {"flair": {}, "no_dta": {"dta": False},
+    options = {"flair": {}, "no_dta": {"dta": False}, "flair_cap": {"max_step": 1.0},
+               "no_dta_cap": {"dta": False, "max_step": 1.0},
                "no_hdc": {"data_consistency": "joint", "likelihood_weight": data_lr}}[method]
     return solvers.flair(model, SCHEDULE, op, y_S, cfg.sigma_y, key, cfg.num_steps,
                          regulariser_weight=cfg.regulariser_weight, error_curve=curve, data_learning_rate=data_lr,
@@ -154,7 +150,7 @@ def solve_and_score(prior, data, key: PRNGKeyArray, *, method: str, task: str, c
     def one(mask, y_i, k):
         op = _operator(task, mask)
         y_S = jnp.broadcast_to(y_i, (cfg.samples, *y_i.shape))
-        model = velocity_model(cfg.hidden, prior["net"])
+        model = mlp_model(prior["net"], cfg.hidden, "velocity")
         x = op.pinv(y_S) if method == "pinv" else solve_one(method, task, model, prior["curve"], op, y_S, k, cfg)
         return x, rms_residual(op, x, y_S)
 
@@ -178,7 +174,7 @@ def _bind(fn, **static):
     "inverse/flair",
     config=Config(),
     smoke={"hidden": (16,), "tasks": ("inpainting",), "num_test": 3, "samples": 2, "num_steps": 4,
-           "data_steps": 3, "calibration_times": 8, "calibration_digits": 16, "figure_digits": 2,
+           "data_steps": 3, "cap_ablation": False, "calibration_times": 8, "calibration_digits": 16, "figure_digits": 2,
            "train.steps": 10, "train.num_seeds": 2, "train.batch_size": 32, "train.log_every": 5},
     quick={"num_test": 100, "train.steps": 2000, "train.num_seeds": 2},
     claims=[
@@ -209,9 +205,8 @@ def _bind(fn, **static):
 )
 def flair_digits(cfg: Config, run) -> dict:
     """FLAIR vs its DTA / HDC / CRW ablations, flow-DPS and A^+ y on digit inpainting and SR x4."""
-    for task in cfg.tasks:
-        if task not in TASKS:
-            raise ValueError(f"unknown task {task!r}; choose from {TASKS}")
+    if any(task not in TASKS for task in cfg.tasks):
+        raise ValueError(f"unknown task in {cfg.tasks!r}; choose from {TASKS}")
     train, test = digits("train", "unit"), digits("test", "unit")
     x_train, x_test = 2.0 * train["x"] - 1.0, 2.0 * test["x"][:cfg.num_test] - 1.0
     labels = test["y"][:cfg.num_test]
@@ -222,8 +217,10 @@ def flair_digits(cfg: Config, run) -> dict:
     curves = run.evaluate("calibration", _bind(calibration, cfg=cfg), fit, x_train[:cfg.calibration_digits],
                           key=run.key("calibration"), extra=repr(cfg))["error_curve"]  # [priors, n]
     weights = np.asarray(jax.vmap(lambda c: solvers.calibrated_weights(c, cfg.regulariser_weight))(curves))
+    grid = np.asarray(solvers.flair_times(cfg.num_steps, cfg.ts_min))  # the step lr lambda_R(t) / t (lr = 1)
+    steps = weights[:, np.argmin(np.abs(np.linspace(1.0, 0.0, curves.shape[1])[None] - grid[:, None]), 1)] / grid
     run.log(f"CRW: e(t) = {curves[:, 0].mean():.3f} at t = 1, {curves[:, -1].mean():.3f} at t = 0; "
-            f"lambda_R in [{weights.min():.2f}, {weights.max():.2f}]")
+            f"lambda_R in [{weights.min():.2f}, {weights.max():.2f}]; step lambda_R / t up to {steps.max():.2f}")
     features, test_features = x_train.reshape(-1, 64), x_test.reshape(-1, 64)
     probe = probe_lib.LogisticProbe(**run.artifact(
         "classifier", lambda: fit_classifier(features, train["y"], num_classes=10)._asdict(),
@@ -231,17 +228,18 @@ def flair_digits(cfg: Config, run) -> dict:
     clean_accuracy = float(probe_lib.accuracy(probe, test_features, labels))
 
     out: dict[str, np.ndarray] = {"clean_accuracy": np.array([clean_accuracy]), "error_curve": curves,
-                                  "crw_weights": weights}
+                                  "crw_weights": weights, "flair_step_max": steps.max(1),
+                                  "flair_steps_over_one": (steps > 1.0).sum(1).astype(np.float64)}
     shown = {}
     for i, task in enumerate(cfg.tasks):
         masks, y = measure(task, x_test, jax.random.fold_in(run.key("measure"), i), cfg.sigma_y, cfg.stripe_rows)
         data = {"masks": masks, "y": y, "x0": x_test, "labels": labels, "probe": probe}
         shown[task] = {"truth": np.asarray(x_test[:cfg.figure_digits])}
         evaluators = {}  # FLAIR and -CRW share one program (one evaluator), as they differ only in the curve
-        for name in METHODS:
-            solver = "flair" if name == "no_crw" else name
+        for name in METHODS if cfg.cap_ablation else METHODS[:6]:
+            solver = name.replace("no_crw", "flair")
             fn = evaluators.setdefault(solver, _bind(solve_and_score, method=solver, task=task, cfg=cfg))
-            prior = {"net": fit.params, "curve": np.ones_like(curves) if name == "no_crw" else curves}
+            prior = {"net": fit.params, "curve": np.ones_like(curves) if name.startswith("no_crw") else curves}
             scores = run.evaluate(f"{task}/{name}", fn, prior, data, extra=(solver, task, repr(cfg)),
                                   key=jax.random.fold_in(run.key(f"solve-{task}"), KEY_INDEX[name]))
             shown[task][name] = scores.pop("shown")[0]  # the first prior
@@ -258,9 +256,14 @@ def flair_digits(cfg: Config, run) -> dict:
     for other, key in (("flow_dps", "dps"), ("no_hdc", "no_hdc")):
         out[f"{key}_minus_flair_residual"] = worst(lambda t, o=other: get(t, o, "residual") - get(t, "flair",
                                                                                               "residual"))
-    for other, metric in (("no_hdc", "psnr"), ("flow_dps", "psnr"), ("no_dta", "accuracy"), ("no_crw", "psnr")):
+    pairs = [("flair", "no_hdc", "psnr"), ("flair", "flow_dps", "psnr"), ("flair", "no_dta", "accuracy"),
+             ("flair", "no_crw", "psnr")]
+    if cfg.cap_ablation:  # the capped step against flow-DPS, its own -DTA / -CRW ablations and FLAIR
+        pairs += [("flair_cap", "flow_dps", "psnr"), ("flair_cap", "no_dta_cap", "accuracy"),
+                  ("flair_cap", "no_crw_cap", "psnr"), ("flair_cap", "flair", "psnr")]
+    for ours, other, metric in pairs:
         key = "dps" if other == "flow_dps" else other
-        out[f"flair_minus_{key}_{metric}"] = worst(lambda t, o=other, m=metric: get(t, "flair", m) - get(t, o, m))
+        out[f"{ours}_minus_{key}_{metric}"] = worst(lambda t, a=ours, o=other, m=metric: get(t, a, m) - get(t, o, m))
     out["flair_diversity"] = worst(lambda t: get(t, "flair", "diversity"))
     run.log(f"{fit.num_runs} priors; classifier accuracy on clean test digits {clean_accuracy:.3f}")
     _reconstruction_figure(run, shown)
@@ -273,7 +276,7 @@ def flair_digits(cfg: Config, run) -> dict:
 
 def _reconstruction_figure(run, shown: dict) -> None:
     """Truth and every method's first solution (first prior) on the first test digits, the tasks side by side."""
-    rows = ("truth", *METHODS)
+    rows = tuple(next(iter(shown.values())))  # "truth" and the methods run
     images = np.stack([np.concatenate([shown[task][row] for task in shown]) for row in rows])  # [R, T C, H, W]
     fig = image_grid((images + 1.0) / 2.0, title=f"FLAIR and ablations on digits ({', '.join(shown)})",
                              row_labels=[LABELS.get(row, row) for row in rows])

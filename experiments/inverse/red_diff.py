@@ -1,16 +1,15 @@
-"""`inverse/red_diff`: RED-Diff against DPS on 8 x 8 digits, with an exact Gaussian prior and with a learned one
+"""`inverse/red_diff`: RED-Diff against DPS on 8 x 8 digits, with an exact Gaussian prior and with learned ones
 (Mardani, Song, Kautz & Vahdat 2024, *A Variational Perspective on Solving Inverse Problems with Diffusion Models*).
 
-Command:  gvlab reproduce inverse/red_diff --profile quick     (1-2 min on 2 CPU cores; full about twice that)
+Command:  gvlab reproduce inverse/red_diff --profile quick     (about 2 min on 2 CPU cores; full about 6 min)
 Shows:    with the exact Gaussian prior N(m, Sigma + 1e-3 I) of the digits (part A), whether RED-Diff beats DPS at
-          equal NFE and stays below the exact posterior mean (the MMSE bound); with a learned eps-MLP (part B, its
-          seeds the runs), whether it still beats DPS, next to its constant-weighting and random-order ablations,
-          diversity and digit-classifier accuracy; and whether a RED-Diff solve is cheaper than a DPS solve. Tasks:
-          50% random inpainting, SR x2, centre 4 x 4 box (part B, reported); sigma_y = 0.05. DPS's zeta' is chosen
-          per task and prior on validation digits. PSNR (range 2) is averaged over digits per solution (`samples`
-          per measurement), so a claim reads a mean over `samples` values. A rerun recomputes nothing.
-          Numbers: report.json / report.md; `red_diff.md` beside this file: the methods' settings, the
-          design and a discussion of the results.
+          equal NFE and stays below the exact posterior mean (the MMSE bound); with learned MLP priors (part B, seeds
+          the runs: the claims' x0-MLP trained with the v-loss; the eps-MLP reported as "eps_*"), whether it still
+          beats DPS, next to its constant-weighting and random-order ablations, diversity and classifier accuracy;
+          whether a RED-Diff solve is cheaper than a DPS solve. Tasks: 50% random inpainting, SR x2, centre 4 x 4 box
+          (part B, reported); sigma_y = 0.05. DPS's zeta' is chosen per task and prior on validation digits. PSNR
+          (range 2) is averaged over digits per solution, so a claim reads a mean over `samples` values. A rerun
+          recomputes nothing. Numbers: report.json / report.md; `red_diff.md` beside this file: the discussion.
 """
 
 from __future__ import annotations
@@ -28,7 +27,6 @@ from gvlab import probe as probe_lib
 from gvlab.data import epoch_batches
 from gvlab.data.digits import IMAGE_SHAPE, digits
 from gvlab.diffusion import losses
-from gvlab.diffusion.samplers import Model
 from gvlab.diffusion.schedules import Schedule
 from gvlab.errors import ConfigError
 from gvlab.evals import evaluate_runs
@@ -37,6 +35,7 @@ from gvlab.inverse import solvers
 from gvlab.inverse.gaussian import fit_gaussian, gaussian_posterior
 from gvlab.inverse.matrix import measure_tasks, solve_rows
 from gvlab.inverse.metrics import accuracy_per_solution, fit_classifier, psnr_per_solution, wall_times
+from gvlab.inverse.priors import mlp_model, v_loss_method
 from gvlab.nn import TimeMLP
 from gvlab.report.figures import image_grid
 
@@ -58,22 +57,22 @@ class Config:
     """`inverse/red_diff` settings.
 
     Attributes:
-        hidden: TimeMLP widths of the learned eps prior.
+        hidden: TimeMLP widths of the learned priors.
+        priors: learned priors, the first the claims': "x0" (x0-MLP, v-loss) and / or "eps" (eps-MLP, unit eps loss).
         tasks: which of "inpainting", "sr2" and "box" to run (part A runs the first two of them).
-        num_test, num_validation: test digits per task; training digits held out of both priors (DPS's step is
-            chosen on them).
+        num_test, num_validation: test digits per task; training digits held out of the priors (DPS's step's).
         samples: solutions (solver keys) per measurement; the claims' seeds and the diversity's sample.
         num_steps, sigma_y: network evaluations of every solver; measurement noise std.
         keep_fraction, box: observed pixels of the random inpainting; side of the missing centre box.
         regulariser_weight, learning_rate: RED-Diff's lambda and Adam step size.
         dps_weights: DPS's zeta' candidates (RED-Diff's `algos/dps.py` `grad_term_weight`).
         prior_jitter, timing_repeats: added to the fitted Gaussian covariance's diagonal; timed solves per method.
-        classifier: measure the digit classifier's accuracy on the reconstructions (off in smoke).
-        figure_digits: test digits shown in the reconstruction figures.
+        classifier, figure_digits: the digit classifier's accuracy (off in smoke); test digits in the figures.
         train: the learned prior's optimisation (its seeds are the runs).
     """
 
     hidden: tuple[int, ...] = (256, 256, 256)
+    priors: tuple[str, ...] = ("x0", "eps")
     tasks: tuple[str, ...] = TASKS
     num_test: int = 200
     num_validation: int = 100
@@ -93,8 +92,7 @@ class Config:
 
 
 def digit_splits(num_validation: int, num_test: int) -> dict[str, dict[str, np.ndarray]]:
-    """`{"fit", "validation", "test"}` -> `{"x": [N, 8, 8] in [-1, 1], "y": labels}`; validation is the tail of
-    the training split, so neither prior sees it."""
+    """`{"fit", "validation", "test"}` -> `{"x": [N, 8, 8] in [-1, 1], "y"}`; validation: no prior sees it."""
     train, test = ({"x": 2.0 * np.asarray(d["x"]) - 1.0, "y": np.asarray(d["y"])} for d in (
         digits("train", "unit"), digits("test", "unit")))
     split = len(train["y"]) - num_validation
@@ -105,17 +103,14 @@ def digit_splits(num_validation: int, num_test: int) -> dict[str, dict[str, np.n
 # ----------------------------------------------------------------------------- solves: one evaluator
 
 
-def solves(prior, data, key, *, jobs: tuple[tuple[str, str, str], ...], cfg: Config) -> dict:
+def solves(prior, data, key, *, jobs: tuple[tuple[str, str, str], ...], cfg: Config, prediction: str = "x0") -> dict:
     """Evaluator: job i = (output, method, request) gives `cfg.samples` solutions `[N, S, H, W]` of the measurements
     `data[request]` = (operators, y) by `method`, with key `fold_in(key, i)` and then one stream per method.
     `prior` is the exact Gaussian {"mean", "cov"} (its "oracle" is the exact posterior mean, repeated over the S
-    solutions) or an eps-MLP {"net"}, with the run's DPS step "dps_weight": `[Z]` for "dps_sweep" (DPS with every
-    zeta': `[Z, N, S, H, W]`), one per measurement `[N]` for "dps"."""
-    if "net" in prior:
-        net = TimeMLP(out_features=PIXELS, hidden=cfg.hidden)
-        model = Model(lambda x, t: net.apply(prior["net"], x.reshape(x.shape[0], -1), t).reshape(x.shape), "eps")
-    else:
-        model = solvers.gaussian_prior_model(prior["mean"], prior["cov"], SCHEDULE, "eps")
+    solutions) or an MLP {"net"} predicting `prediction` ("x0" or "eps"), with the run's DPS step "dps_weight": `[Z]`
+    for "dps_sweep" (DPS with every zeta': `[Z, N, S, H, W]`), one per measurement `[N]` for "dps"."""
+    model = (mlp_model(prior["net"], cfg.hidden, prediction) if "net" in prior else
+             solvers.gaussian_prior_model(prior["mean"], prior["cov"], SCHEDULE, "eps"))
     out = {}
     for i, (name, method, request) in enumerate(jobs):
         ops, y = data[request]
@@ -168,8 +163,9 @@ def _gap_claims(prefix: str, tasks: tuple[str, ...], what: str) -> list[Claim]:
 @experiment(
     "inverse/red_diff",
     config=Config(),
-    smoke={"hidden": (16,), "num_test": 8, "num_validation": 8, "samples": 2, "num_steps": 10, "timing_repeats": 2,
-           "classifier": False, "figure_digits": 4, "train.steps": 20, "train.batch_size": 32, "train.log_every": 10},
+    smoke={"hidden": (16,), "priors": ("x0",), "num_test": 8, "num_validation": 8, "samples": 2, "num_steps": 10,
+           "timing_repeats": 2, "classifier": False, "figure_digits": 4, "train.steps": 20, "train.batch_size": 32,
+           "train.log_every": 10},
     quick={"num_test": 100, "num_validation": 50, "num_steps": 50, "train.steps": 1500},
     claims=[
         *_gap_claims("gaussian_", GAUSSIAN_TASKS, "Exact Gaussian prior"),
@@ -177,7 +173,7 @@ def _gap_claims(prefix: str, tasks: tuple[str, ...], what: str) -> list[Claim]:
                           "(sanity: nothing beats the MMSE estimate)",
                 metric=f"gaussian_{task}_red_minus_oracle", op="<=", threshold=0.1, reduce="mean",
                 source="notes section 5d gate") for task in GAUSSIAN_TASKS],
-        *_gap_claims("", CLAIM_TASKS, "Learned eps-MLP prior"),
+        *_gap_claims("", CLAIM_TASKS, "Learned x0-MLP prior (v-loss)"),
         Claim(statement="RED-Diff is cheaper per solve than DPS at equal NFE (no backpropagation through the "
                         "network): time(RED-Diff) / time(DPS) < 1 (compiled solves, mean over repeats)",
               metric="time_red_over_dps", op="<", threshold=1.0, reduce="mean",
@@ -185,9 +181,10 @@ def _gap_claims(prefix: str, tasks: tuple[str, ...], what: str) -> list[Claim]:
     ],
 )
 def red_diff(cfg: Config, run) -> dict:
-    """RED-Diff vs DPS (and the exact posterior mean) on digits: exact Gaussian prior, then a learned eps-MLP."""
-    if not cfg.tasks or any(t not in TASKS for t in cfg.tasks):
-        raise ConfigError(f"tasks must be a non-empty subset of {TASKS}, got {cfg.tasks}")
+    """RED-Diff vs DPS (and the exact posterior mean) on digits: exact Gaussian prior, then learned MLP priors."""
+    for name, values, valid in (("tasks", cfg.tasks, TASKS), ("priors", cfg.priors, ("x0", "eps"))):
+        if not values or any(v not in valid for v in values):
+            raise ConfigError(f"{name} must be a non-empty subset of {valid}, got {values}")
     splits = digit_splits(cfg.num_validation, cfg.num_test)
     x0_val, x0, labels = splits["validation"]["x"], splits["test"]["x"], splits["test"]["y"]
     ops, y = measure_tasks(jnp.asarray(np.concatenate([x0_val, x0])), run.key("measure"), tasks=cfg.tasks,
@@ -204,24 +201,26 @@ def red_diff(cfg: Config, run) -> dict:
         return np.repeat(np.asarray(request(tasks, "test")[0].pinv(request(tasks, "test")[1]))[None, :, None],
                          cfg.samples, 2)
 
-    def score(part, x, tasks, methods, diffs, probe=None):  # x: {method: [R, T N, S, H, W]}, "sweep" [R, Z, ...]
-        prefix, k = "gaussian_" if part == "gaussian" else "", cfg.figure_digits
+    def score(part, prefix, x, tasks, methods, diffs, probe=None):  # x: {method: [R, T N, S, H, W]}, "sweep" [R, Z,..]
+        k, learned = cfg.figure_digits, part != "gaussian"
         val_psnr, index = dps_choice(x["sweep"], x0_val, tasks)  # [R, Z, T], [R, T]
         chosen = np.asarray(cfg.dps_weights)[index]
-        if part == "gaussian":  # the test solutions of every zeta' (one run): report the chosen one's
+        if not learned:  # the test solutions of every zeta' (one run): report the chosen one's
             x["dps"] = np.concatenate([v[:, j] for v, j in zip(per_task(x["dps"], tasks).values(), index[0])], 1)
         recon = {m: per_task(x[m], tasks) for m in methods}
         for i, task in enumerate(tasks):
             scores = {m: psnr_per_solution(recon[m][task], x0).reshape(-1) for m in methods}  # [runs x samples]
             out.update({f"{prefix}{task}_psnr_{m}": v for m, v in scores.items()})
             out.update({f"{prefix}{task}_{name}": scores[a] - scores[b] for name, (a, b) in diffs.items()})
-            for m in methods if part == "learned" else ():
-                out[f"{task}_diversity_{m}"] = np.asarray(sample_std(recon[m][task]), np.float64).reshape(-1)
+            for m in methods if learned else ():
+                r = recon[m][task]
+                out[f"{prefix}{task}_diversity_{m}"] = np.asarray(sample_std(r), np.float64).reshape(-1)
                 if probe is not None:
-                    out[f"{task}_accuracy_{m}"] = accuracy_per_solution(probe, recon[m][task], labels).reshape(-1)
+                    out[f"{prefix}{task}_accuracy_{m}"] = accuracy_per_solution(probe, r, labels).reshape(-1)
             out[f"{prefix}{task}_dps_weight"] = chosen[:, i]
-            out[f"{prefix}{task}_dps_validation_psnr"] = val_psnr[..., i] if part == "learned" else val_psnr[0, :, i]
-            run.log(f"{part} prior, {task}: PSNR " + ", ".join(f"{LABELS[m]} {v.mean():.2f}" for m, v in scores.items()))
+            out[f"{prefix}{task}_dps_validation_psnr"] = val_psnr[..., i] if learned else val_psnr[0, :, i]
+            run.log(f"{part} prior, {task}: PSNR " + ", ".join(f"{LABELS[m]} {v.mean():.2f}"
+                                                                for m, v in scores.items()))
         rows = ("truth", *methods)  # the figure: every method's first solution (first run) on the first test digits
         images = [np.concatenate([x0[:k] if m == "truth" else recon[m][t][0, :k, 0] for t in tasks]) for m in rows]
         run.figure(f"reconstructions_{part}", image_grid((np.stack(images) + 1.0) / 2.0, title=f"{part} prior: "
@@ -239,61 +238,63 @@ def red_diff(cfg: Config, run) -> dict:
         x = run.evaluate("gaussian", _bind(solves, jobs=jobs, cfg=cfg),
                          {"mean": mean[None], "cov": cov[None], "dps_weight": weights[None]},
                          {s: request(tasks_a, s) for s in sizes}, key=run.key("gaussian"), extra=(jobs, repr(cfg)))
-        score("gaussian", {**x, "pinv": pinv(tasks_a)}, tasks_a, GAUSSIAN_METHODS,
+        score("gaussian", "gaussian_", {**x, "pinv": pinv(tasks_a)}, tasks_a, GAUSSIAN_METHODS,
               {"red_minus_dps": ("red_diff", "dps"), "red_minus_oracle": ("red_diff", "oracle")})
 
-    # Part B, a learned eps-MLP prior (its seeds are the runs).
+    # Part B, learned MLP priors (seeds: the runs); the first of `cfg.priors` is the claims', the others are reported
+    # with the prefix "<kind>_". "x0": v-loss x0-MLP (`v_loss_method`); "eps": unit eps loss (old evaluation names).
     fit_x, fit_y = splits["fit"]["x"].reshape(-1, PIXELS), splits["fit"]["y"]
     probe = probe_lib.LogisticProbe(**run.artifact(
         "classifier", lambda: fit_classifier(fit_x, fit_y, num_classes=10)._asdict(), inputs=(fit_x, fit_y))
     ) if cfg.classifier else None
     if probe is not None:
         out["accuracy_truth"] = accuracy_per_solution(probe, x0[:, None], labels)
-    method = losses.make_method(TimeMLP(out_features=PIXELS, hidden=cfg.hidden), "eps", SCHEDULE)
-    prior = run.fit(Spec(method=method, optimizer=optax.adam(cfg.train.lr),
-                         data=epoch_batches({"x": jnp.asarray(fit_x)}, cfg.train.batch_size)), name="prior")
-    data = {s: request(cfg.tasks, s) for s in sizes}
-    # One program: the validation sweep of DPS and the two ablations (which need no choice).
-    jobs = (("sweep", "dps_sweep", "validation"), ("red_diff_const", "red_diff_const", "test"),
-            ("red_diff_random", "red_diff_random", "test"))
-    x = run.evaluate("learned", _bind(solves, jobs=jobs, cfg=cfg),
-                     {"net": prior.params, "dps_weight": np.tile(weights, (prior.num_runs, 1))}, data,
-                     key=run.key("learned"), extra=(jobs, repr(cfg)))
-    chosen = np.asarray(cfg.dps_weights)[dps_choice(x["sweep"], x0_val, cfg.tasks)[1]]  # [R, T]
-    # RED-Diff and DPS (each prior with its chosen zeta') as programs of their own: the timed solves.
-    test = {"test": data["test"]}
-    params = {"net": prior.params, "dps_weight": np.repeat(chosen, cfg.num_test, axis=-1).astype(np.float32)}
-    timed = {m: _bind(solves, jobs=((m, m, "test"),), cfg=cfg) for m in ("red_diff", "dps")}
-    x.update({m: run.evaluate(m, fn, params, test, key=run.key("learned"), extra=(m, repr(cfg)))[m]
-              for m, fn in timed.items()})
-    score("learned", {**x, "pinv": pinv(cfg.tasks)}, cfg.tasks, METHODS,
-          {"red_minus_dps": ("red_diff", "dps"), "descending_minus_random": ("red_diff", "red_diff_random"),
-           "snr_minus_const": ("red_diff", "red_diff_const")}, probe)
-
-    calls = {m: functools.partial(evaluate_runs, fn, params, test, run.key("learned")) for m, fn in timed.items()}
-    times = run.artifact("solve_times", lambda: wall_times(calls, cfg.timing_repeats),
-                         inputs=(prior.params, chosen, repr(cfg)))  # measured once: wall time is not reproducible
-    out.update(time_red_diff_ms=times["red_diff"], time_dps_ms=times["dps"],
-               time_red_over_dps=times["red_diff"] / times["dps"])
-    run.log(f"time per solve of all test problems ({cfg.num_steps} NFE): RED-Diff {np.median(times['red_diff']):.0f} "
-            f"ms, DPS {np.median(times['dps']):.0f} ms")
+    data, test = {s: request(cfg.tasks, s) for s in sizes}, {"test": request(cfg.tasks, "test")}
+    for kind in cfg.priors:
+        main, name = kind == cfg.priors[0], "" if kind == "eps" else f"{kind}/"
+        net = TimeMLP(out_features=PIXELS, hidden=cfg.hidden)
+        method = v_loss_method(net, SCHEDULE) if kind == "x0" else losses.make_method(net, "eps", SCHEDULE)
+        prior = run.fit(Spec(method=method, optimizer=optax.adam(cfg.train.lr), data=epoch_batches(
+            {"x": jnp.asarray(fit_x)}, cfg.train.batch_size)), name="prior" if kind == "eps" else f"prior_{kind}")
+        jobs = (("sweep", "dps_sweep", "validation"), ("red_diff_const", "red_diff_const", "test"),  # one program:
+                ("red_diff_random", "red_diff_random", "test"))  # DPS's validation sweep and the ablations
+        x = run.evaluate(f"{name}learned", _bind(solves, jobs=jobs, cfg=cfg, prediction=kind),
+                         {"net": prior.params, "dps_weight": np.tile(weights, (prior.num_runs, 1))}, data,
+                         key=run.key("learned"), extra=(jobs, kind, repr(cfg)))
+        chosen = np.asarray(cfg.dps_weights)[dps_choice(x["sweep"], x0_val, cfg.tasks)[1]]  # [R, T]
+        # RED-Diff and DPS (each prior with its chosen zeta') as programs of their own: the timed solves.
+        params = {"net": prior.params, "dps_weight": np.repeat(chosen, cfg.num_test, axis=-1).astype(np.float32)}
+        timed = {m: _bind(solves, jobs=((m, m, "test"),), cfg=cfg, prediction=kind) for m in ("red_diff", "dps")}
+        x.update({m: run.evaluate(f"{name}{m}", fn, params, test, key=run.key("learned"),
+                                  extra=(m, kind, repr(cfg)))[m] for m, fn in timed.items()})
+        score("learned" if main else f"learned_{kind}", "" if main else f"{kind}_", {**x, "pinv": pinv(cfg.tasks)},
+              cfg.tasks, METHODS, {"red_minus_dps": ("red_diff", "dps"), "descending_minus_random": (
+                  "red_diff", "red_diff_random"), "snr_minus_const": ("red_diff", "red_diff_const")}, probe)
+        if main:  # the claims' prior's solves, timed once (wall time is not reproducible)
+            calls = {m: functools.partial(evaluate_runs, f, params, test, run.key("learned")) for m, f in timed.items()}
+            times = run.artifact("solve_times", lambda calls=calls: wall_times(calls, cfg.timing_repeats),
+                                 inputs=(prior.params, chosen, kind, repr(cfg)))
+            out.update(time_red_diff_ms=times["red_diff"], time_dps_ms=times["dps"],
+                       time_red_over_dps=times["red_diff"] / times["dps"])
+            run.log(f"solve time: RED-Diff {np.median(times['red_diff']):.0f}, DPS {np.median(times['dps']):.0f} ms")
     _psnr_figure(run, cfg, out)
     return out
 
 
 def _psnr_figure(run, cfg: Config, out: dict) -> None:
-    """Mean PSNR per method and task (error bars: std over solution seeds and priors), part A and part B."""
+    """Mean PSNR per method and task (error bars: std over solution seeds and priors), part A and each prior of B."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.4))
-    for ax, (prefix, methods, tasks) in zip(axes, [("gaussian_", GAUSSIAN_METHODS, [t for t in GAUSSIAN_TASKS if t in
-                                                                                   cfg.tasks]), ("", METHODS, cfg.tasks)]):
+    panels = [("gaussian_", GAUSSIAN_METHODS, [t for t in GAUSSIAN_TASKS if t in cfg.tasks], "exact Gaussian"),
+              *[("" if i == 0 else f"{k}_", METHODS, cfg.tasks, f"learned {k}-MLP") for i, k in enumerate(cfg.priors)]]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.4))
+    for ax, (prefix, methods, tasks, what) in zip(axes, panels):
         for j, m in enumerate(methods):
             values = [np.asarray(out[f"{prefix}{t}_psnr_{m}"]) for t in tasks]
             ax.bar(np.arange(len(tasks)) + 0.8 * (j + 0.5) / len(methods) - 0.4, [v.mean() for v in values],
                    0.8 / len(methods), yerr=[v.std() for v in values], capsize=2, label=LABELS[m])
         ax.set(xticks=np.arange(len(tasks)), xticklabels=tasks, ylabel="PSNR (dB, range 2)",
-               title=f"{'exact Gaussian' if prefix else 'learned eps-MLP'} prior, {cfg.num_steps} NFE")
+               title=f"{what} prior, {cfg.num_steps} NFE")
         ax.legend(fontsize=7)
     fig.tight_layout()
     run.figure("psnr", fig)

@@ -192,3 +192,49 @@ def label_oracle_predictions(labels: Int[ArrayLike, "N S"], ends: Int[ArrayLike,
                     guess[p, j] = path[k]
         out[i] = templates[guess, phase]
     return out
+
+
+def mean_path(length: int, primitive_length: int = PRIMITIVE_LENGTH,
+              transitions: ArrayLike = TRANSITIONS) -> np.ndarray:
+    """E[x_t] `[length]` of a sequence that starts with A: sum_k P(slot label = k) template_k[phase].
+
+    The slot distribution is e_A P^s for slot s. This is the least-squared-error prediction of a whole sequence
+    by a predictor that knows none of its random choices, so a model that regenerates training sequences with a
+    lower error has memorised their choices (the reference of the noise-off regeneration test).
+    """
+    transitions = np.asarray(transitions, np.float64)
+    templates = primitives(primitive_length).astype(np.float64)
+    slots = -(-length // primitive_length)
+    probs = np.zeros((slots, 3))
+    probs[0, A] = 1.0
+    for k in range(1, slots):
+        probs[k] = probs[k - 1] @ transitions
+    return (probs @ templates).reshape(-1)[:length]
+
+
+def estimate_b_given_a(generated: Float[ArrayLike, "N T"], tolerance: float) -> tuple[float, float]:
+    """`(P^(B|A), well-formed fraction)` of generated signals (a trailing axis of size 1 is dropped).
+
+    The signals are segmented (`segment`), slots whose template MSE is below `tolerance` are well formed, and
+    P^(B | A) = (n(A -> B) + 1/2) / (n(A -> B) + n(A -> C) + 1) over consecutive well-formed slots (Jeffreys: half
+    a count each, so no count gives 0.5 rather than NaN).
+    """
+    labels, errors = segment(generated)
+    good = errors < tolerance
+    counts = transition_counts(labels, good)
+    return float((counts[A, B] + 0.5) / (counts[A, B] + counts[A, C] + 1.0)), float(good.mean())
+
+
+def windows(x: ArrayLike, ends: Int[ArrayLike, "P"], horizon: int) -> np.ndarray:
+    """`x[:, e : e + horizon]` for every window end e: `[N, T, ...] -> [N, P, horizon, ...]` (prediction targets)."""
+    ends = np.asarray(ends)
+    return np.asarray(x)[:, ends[:, None] + np.arange(horizon)[None, :]]
+
+
+def oracle_mses(labels: Int[ArrayLike, "N S"], x: Float[ArrayLike, "N T 1"], ends: Int[ArrayLike, "P"],
+                horizon: int) -> tuple[float, float]:
+    """`(label oracle MSE, most-probable-path MSE)` of the `horizon`-step predictions of 1-D signals `x` from every
+    window end (`label_oracle_predictions` with `known=True` and `known=False`), averaged over all predictions."""
+    targets = windows(x, ends, horizon)[..., 0]
+    return tuple(float(np.mean(np.square(label_oracle_predictions(labels, ends, horizon, known=known) - targets)))
+                 for known in (True, False))

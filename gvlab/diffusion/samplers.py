@@ -265,20 +265,7 @@ def dpm_solver_2(model: Model, schedule: Schedule, x_T: Float[Array, "B ..."], t
     u = (alpha_r / alpha_t) x_t - sigma_r (e^{h/2} - 1) eps_hat(x_t, t),
     x_s = (alpha_s / alpha_t) x_t - sigma_s (e^h - 1) eps_hat(u, r).
     """
-    _check_finite_lambda(schedule, "dpm_solver_2")
-
-    def step(x, times):
-        t, s = times
-        lam_t, lam_s = _lambda(schedule, t), _lambda(schedule, s)
-        h = lam_s - lam_t
-        r = time_at_lambda(schedule, lam_t + 0.5 * h).astype(x.dtype)
-        alpha_t = schedule.alpha(t)
-        u = (schedule.alpha(r) / alpha_t * x
-             - schedule.sigma(r) * jnp.expm1(0.5 * h) * evaluate(model, "eps", schedule, x, t))
-        return schedule.alpha(s) / alpha_t * x - schedule.sigma(s) * jnp.expm1(h) * evaluate(
-            model, "eps", schedule, u, r), None
-
-    return jax.lax.scan(step, x_T, _steps(ts))[0]
+    return _exponential_midpoint(model, schedule, x_T, ts, data_prediction=False)
 
 
 def dpm_solver_pp_2s(model: Model, schedule: Schedule, x_T: Float[Array, "B ..."], ts: Float[Array, " N+1"]
@@ -294,18 +281,26 @@ def dpm_solver_pp_2s(model: Model, schedule: Schedule, x_T: Float[Array, "B ..."
     r1 = 0.5). Unlike `dpm_solver_2`, the x0 form does not divide an eps error by alpha_t, so it stays accurate at
     few steps; exact in one step when the data are one point (x0_hat constant).
     """
-    _check_finite_lambda(schedule, "dpm_solver_pp_2s")
+    return _exponential_midpoint(model, schedule, x_T, ts, data_prediction=True)
+
+
+def _exponential_midpoint(model: Model, schedule: Schedule, x_T: Array, ts: Array, data_prediction: bool) -> Array:
+    """The midpoint-in-lambda exponential integrator in either prediction: with (keep, scale, sign, target) =
+    (alpha, sigma, +1, eps) or (sigma, alpha, -1, x0), a step to v is keep_v / keep_t x - scale_v (e^{sign f h} - 1)
+    target_hat, f = 1/2 to the midpoint r and f = 1 to s (`dpm_solver_2`, `dpm_solver_pp_2s`)."""
+    name = "dpm_solver_pp_2s" if data_prediction else "dpm_solver_2"
+    _check_finite_lambda(schedule, name)
+    keep, scale = (schedule.sigma, schedule.alpha) if data_prediction else (schedule.alpha, schedule.sigma)
+    sign, target = (-1.0, "x0") if data_prediction else (1.0, "eps")
 
     def step(x, times):
         t, s = times
         lam_t, lam_s = _lambda(schedule, t), _lambda(schedule, s)
         h = lam_s - lam_t
         r = time_at_lambda(schedule, lam_t + 0.5 * h).astype(x.dtype)
-        sigma_t = schedule.sigma(t)
-        u = (schedule.sigma(r) / sigma_t * x
-             - schedule.alpha(r) * jnp.expm1(-0.5 * h) * evaluate(model, "x0", schedule, x, t))
-        return schedule.sigma(s) / sigma_t * x - schedule.alpha(s) * jnp.expm1(-h) * evaluate(
-            model, "x0", schedule, u, r), None
+        keep_t = keep(t)
+        u = keep(r) / keep_t * x - scale(r) * jnp.expm1(sign * 0.5 * h) * evaluate(model, target, schedule, x, t)
+        return keep(s) / keep_t * x - scale(s) * jnp.expm1(sign * h) * evaluate(model, target, schedule, u, r), None
 
     return jax.lax.scan(step, x_T, _steps(ts))[0]
 

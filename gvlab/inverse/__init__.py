@@ -5,8 +5,8 @@ Modules: `operators` (identity, random / box inpainting, average-pool super-reso
 many kinds of problem in one solver batch), `gaussian` (the exact posterior of a Gaussian prior and its sampler: the
 oracle of RED-Diff, DPS and FLAIR), `wiener` (pixel- and feature-space Wiener deconvolution, LensNet), `lensless` (a
 simulated lensless camera, SSIM, the tuned Wiener baseline), `metrics` (PSNR, RMS residual, the jitted classifier
-fit), `solvers` (DPS, RED-Diff and FLAIR on one regularised step, and the exact model of a Gaussian prior for oracle
-checks).
+fit), `priors` (an x0-network trained with the v-loss, a solver prior), `solvers` (DPS, RED-Diff and FLAIR on
+one regularised step, and the exact model of a Gaussian prior for oracle checks).
 
 The public surface, importable from `gvlab.inverse` itself:
 
@@ -19,6 +19,7 @@ The public surface, importable from `gvlab.inverse` itself:
 * lensless: `coded_mask_psf`, `miscalibrate`, `measure`, `wiener_reconstruct`, `best_wiener_regulariser`,
   `reconstruction_loss`, `ssim`;
 * metrics: `psnr`, `rms_residual`, `fit_classifier`;
+* priors: `v_loss_method`, `mlp_model`;
 * solvers: `dps`, `red_diff`, `flair`, `Solution`, `regularised_step`, `red_reading`, `red_diff_times`,
   `flair_times`, `calibrated_weights`, `model_error_curve`, `gaussian_prior_model`, and `Model` (the denoiser the
   solvers take, `Model(predict, prediction)`; defined in `gvlab.diffusion.samplers`).
@@ -61,6 +62,8 @@ from gvlab.inverse.operators import noisy_measurement as noisy_measurement
 from gvlab.inverse.operators import psf_to_origin as psf_to_origin
 from gvlab.inverse.wiener import feature_wiener as feature_wiener
 from gvlab.inverse.wiener import wiener_deconvolve as wiener_deconvolve
+from gvlab.inverse.priors import mlp_model as mlp_model
+from gvlab.inverse.priors import v_loss_method as v_loss_method
 from gvlab.inverse.solvers import Solution as Solution
 from gvlab.inverse.solvers import calibrated_weights as calibrated_weights
 from gvlab.inverse.solvers import dps as dps

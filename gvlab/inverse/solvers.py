@@ -428,7 +428,7 @@ def flair(model: Model, schedule: Schedule, op: Operator, y: Float[Array, "B ...
           data_consistency: str = "gradient", learning_rate: ArrayLike = 1.0, data_learning_rate: ArrayLike = 0.1,
           data_steps: int = 15, data_tolerance: ArrayLike | None = None, likelihood_weight: ArrayLike = 1.0,
           ts_min: float = 0.18, time_order: TimeOrder = "descending", init: Float[Array, "B H W"] | None = None,
-          times: Float[Array, " N"] | None = None) -> Solution:
+          times: Float[Array, " N"] | None = None, max_step: ArrayLike | None = None) -> Solution:
     """FLAIR (Erbach et al. 2025; official `src/flair/var_post_samp.py`) in pixel space, for a flow prior.
 
     For each t of a descending grid (`flair_times`: 50 steps in (ts_min = 0.18, 1)), from mu_0 = A^+ y:
@@ -456,6 +456,10 @@ def flair(model: Model, schedule: Schedule, op: Operator, y: Float[Array, "B ...
         crw, dta: switch calibration and trajectory adjustment off for the ablations.
         data_consistency: "gradient" (official), "projection" or "joint" (see 3).
         init: mu_0 (None: A^+ y). times: a grid to use instead of `flair_times` (before `time_order`).
+        max_step: None (official) or a cap c on the regulariser's step size, min(learning_rate lambda_R(t) / t, c)
+            (not in the official code; an ablation). The step moves mu the fraction lr lambda_R / t of the way to
+            D(x_t, t): above 1 it overshoots the denoiser (mu - s (mu - D) = D + (1 - s)(mu - D)), which happens at
+            the last times (t ~ ts_min) when lambda_R > ts_min / lr; c = 1 stops at D.
     """
     if data_consistency not in DATA_CONSISTENCY:
         raise ValueError(f"unknown data_consistency {data_consistency!r}; choose from {DATA_CONSISTENCY}")
@@ -489,7 +493,10 @@ def flair(model: Model, schedule: Schedule, op: Operator, y: Float[Array, "B ...
         data_w = likelihood_weight * lam if crw else likelihood_weight
         xi = jax.random.normal(k, mu.shape, mu.dtype)
         eps = (1.0 - t) * x1 + jnp.sqrt(1.0 - jnp.square(1.0 - t)) * xi if dta else xi
-        reg = regularised_step(model, schedule, mu, eps, t, lam / schedule.sigma(t))
+        weight = lam / schedule.sigma(t)
+        if max_step is not None:  # learning_rate * weight <= max_step
+            weight = jnp.minimum(weight, max_step / learning_rate)
+        reg = regularised_step(model, schedule, mu, eps, t, weight)
         grad = reg.gradient
         if data_consistency == "joint":
             grad = grad + 2.0 * data_w * _data_gradient(op, mu, y)

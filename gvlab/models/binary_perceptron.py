@@ -14,9 +14,13 @@ H(t) = erfc(t / sqrt 2) / 2, i.e. `log_ndtr(y m.x / sqrt(sum v))`. Task t minimi
     F_t(h) = -sum_mu log H(-y^mu m(h).x^mu / sqrt(sum_i v_i(h))) + kl_weight * KL(q_h || q_{h'}),
 
 with h' the fields after task t-1 (the previous posterior as prior; h' = 0, the uniform prior, for task 1).
-`kl_weight = 0` is plain continuation from h'. The metaplasticity baseline (Laborieux et al. 2021) trains hidden
-real weights W whose sign is the binary weight (straight-through gradient) and damps updates that move W towards a
-sign flip by f_meta(W) = 1 - tanh^2(strength W) (`metaplasticity`, an optax transformation).
+`kl_weight = 0` is plain continuation from h'. A tempered likelihood P(y | x)^beta_L (`likelihood_beta`, default 1)
+scales the first term by beta_L: the Gibbs measure prior x prod_mu H(.)^beta_L of the paper's replica analysis
+(Chan-Li/VCL `SecondTaskReplicaAndSGDWithKL.py`, `partial_E`: `(H(g))**beta`, with beta1 = 100 for task 1 and
+beta2 = 20 for task 2), whereas the official SGD code trains the untempered beta_L = 1 objective. The
+metaplasticity baseline (Laborieux et al. 2021) trains hidden real weights W whose sign is the binary weight
+(straight-through gradient) and damps updates that move W towards a sign flip by f_meta(W) = 1 - tanh^2(strength W)
+(`metaplasticity`, an optax transformation).
 
 One run trains one student: params `{"field": [N]}` on one task's full batch `{"x": [P, N], "y": [P], "prior": [N]}`,
 with its model hyperparameters in `args` (`kl_weight`, `num_examples`). A grid of tasks, overlaps, alphas and
@@ -245,9 +249,11 @@ def make(cfg: Config) -> Method:
     """The continual-learning method of one run: params `{"field": [N]}`, batch from `task_data`.
 
     `init` draws `init_scale` Gaussian noise (0: the uniform posterior h = 0; a previous task's fields come as a
-    warm start). `loss(params, batch, key, step, args=None)` is nll + kl_weight * KL on the first `num_examples`
-    examples; `args` (`Spec.args`, one value per member) holds `kl_weight` (default 1: the variational continual
-    objective; 0: plain continuation) and `num_examples` (default all: alpha N of a task's shared example set).
+    warm start). `loss(params, batch, key, step, args=None)` is likelihood_beta * nll + kl_weight * KL on the first
+    `num_examples` examples; `args` (`Spec.args`, one value per member) holds `kl_weight` (default 1: the
+    variational continual objective; 0: plain continuation), `num_examples` (default all: alpha N of a task's
+    shared example set) and `likelihood_beta` (default 1: the untempered objective of the official SGD code; the
+    replica analysis tempers the likelihood, see the module docstring). The `vcl/nll` term is the untempered nll.
     """
 
     def init(key: PRNGKey, batch: Batch):
@@ -264,9 +270,10 @@ def make(cfg: Config) -> Method:
             mask = (jnp.arange(num) < args["num_examples"]).astype(field.dtype)
         nll, kl = objective(cfg, field, batch, mask)
         weighted_kl = args.get("kl_weight", 1.0) * kl
+        tempered_nll = args.get("likelihood_beta", 1.0) * nll
         terms = {"vcl/nll": nll, "vcl/kl": weighted_kl}
         for name, teacher in batch.get("teachers", {}).items():
             terms[f"error/{name}"] = generalization_error(teacher_overlap(field, teacher))
-        return nll + weighted_kl, terms
+        return tempered_nll + weighted_kl, terms
 
     return Method(init=init, loss=loss)

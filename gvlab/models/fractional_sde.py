@@ -32,7 +32,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from gvlab.dists import DiagNormal
 from gvlab.nn import MLP
 from gvlab.sde import fractional
-from gvlab.sde.mafbm import (SegmentedSolution, brownian_coefficients, rescaled_step,
+from gvlab.sde.mafbm import (SegmentedSolution, brownian_coefficients, rescaled_step, solve_fractional_smoothed,
                              solve_fractional, solve_fractional_observed, solve_fractional_segments)
 from gvlab.sde.solve import SDESolution, brownian_increments
 from gvlab.types import Batch, Method, Params, PRNGKey
@@ -58,6 +58,11 @@ class Config:
         learn_step_scale: the control network also outputs log rho, the std ratio of the last Euler step into
             each observation (`segments`; see `gvlab.sde.mafbm.rescaled_step`).
         solver: "diffrax" (Euler through diffrax) or "scan" (the lax.scan reference; same numbers).
+        smoothing_control: `observed` samples the exact smoothing posterior of the linear prior given all the
+            path's observations (`gvlab.sde.mafbm.solve_fractional_smoothed`: a drift affine in (X, Y) with gains
+            set by the time to the observations and an offset from a backward pass over all future ones, the
+            exact step variances, Y_0 from its posterior) with the network's output added to the drift as a
+            learned correction (zero at initialisation). False: the network alone is the control.
     """
 
     dim: int = 1
@@ -73,6 +78,7 @@ class Config:
     context_dim: int = 0
     learn_step_scale: bool = False
     solver: Literal["diffrax", "scan"] = "diffrax"
+    smoothing_control: bool = False
 
     def __post_init__(self):
         check_sizes(self, "dim", "num_terms", "hidden")
@@ -182,6 +188,10 @@ def make_model(cfg: Config) -> FractionalSDE:
         coef, control, _, fields = control_fields(params, context, num_steps, dt)
         y0_key, noise_key = jax.random.split(key)
         increments = brownian_increments(noise_key, num_steps, dt, (cfg.dim,), x0.dtype)
+        if cfg.smoothing_control:  # the exact smoothing posterior of the linear prior, the network as a correction
+            return solve_fractional_smoothed(y0_key, x0, increments, observations, obs_noise, gammas=coef.gammas,
+                                             omegas=coef.omegas, kind=solve_kind, scale=coef.scale, theta=cfg.theta,
+                                             dt=dt, control=control, params=fields)
         return solve_fractional_observed(y0_key, x0, increments, observations, obs_noise, gammas=coef.gammas,
                                          omegas=coef.omegas, kind=solve_kind, drift=drift, diffusion=diffusion,
                                          params=fields, control=control, dt=dt, solver=cfg.solver)

@@ -78,7 +78,12 @@ class Config:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ERConfig:
-    """Error regression at test time (defaults: the PFSM mini-experiment of the research notes).
+    """Error regression at test time.
+
+    The defaults are the budget of the Tani lab's ER example (`h-idei/pvrnn_sa` @1777772,
+    `test/example/example_of_error_regression.py` lines 17-20: `iteration_list = [50]`, `window_list = [10]`,
+    `lr_list = [0.09]`, Adam with a fresh state per step as in `test/example/error_regression.py`); the horizon is
+    the PFSM mini-experiment's.
 
     Attributes:
         window: H, observations in the sliding window.
@@ -88,8 +93,8 @@ class ERConfig:
     """
 
     window: int = 10
-    iterations: int = 30
-    lr: float = 0.05
+    iterations: int = 50
+    lr: float = 0.09
     horizon: int = 8
 
 
@@ -152,6 +157,8 @@ class PVRNNModel(NamedTuple):
     generate: Callable[..., tuple[Array, Array]]
     error_regression: Callable[..., ERResult]
     zero_adaptive: Callable[[int], dict]
+    kl_per_step: Callable[..., Array]
+    regenerate: Callable[..., Array]
 
 
 def make_model(cfg: Config, num_sequences: int, length: int, x_dim: int = 1,
@@ -170,6 +177,12 @@ def make_model(cfg: Config, num_sequences: int, length: int, x_dim: int = 1,
       free generation from the prior (`stochastic=False`: roll the prior means, the ER-free prediction).
     * `error_regression(weights, x [T, D_x], key, meta_prior, meta_prior_first) -> ERResult`.
     * `zero_adaptive(T) -> adaptive`: zero adaptive vectors for one sequence of T steps.
+    * `kl_per_step(weights, adaptive) -> [T]`: KL(q_t || p_t) in nats at every step (summed over the units and
+      layers, *not* divided by D_z), with z at the posterior means: the information the posterior injects per
+      step. Unlike the prior's sigma it is invariant under z -> c z, W_zd -> W_zd / c (both Gaussians scale by c).
+    * `regenerate(weights, adaptive, length) -> x_hat [length, D_x]`: the noise-off regeneration test of Ahmadi &
+      Tani 2019: z_1 at the posterior mean tanh(A_1), then the prior means (no noise, no adaptive vectors) for
+      t > 1. It reproduces a training sequence only when the weights carry the sequence from its initial state.
     """
     layers = len(cfg.hidden)
     names = [f"layer{i}" for i in range(layers)]
@@ -345,8 +358,20 @@ def make_model(cfg: Config, num_sequences: int, length: int, x_dim: int = 1,
             slide, carry, (ends, jax.random.split(key, ends.shape[0])))
         return ERResult(predictions=predictions, adaptive=adaptive, weights=weights, window_loss=losses)
 
+    def kl_per_step(weights, adaptive):
+        steps = adaptive[names[0]]["mean"].shape[0]
+        _, trace = posterior_pass(weights, zero_state(), adaptive, zero_noise(steps), 0)
+        return sum(kl_normalised(*args) * args[0].shape[-1] for args in zip(
+            trace.posterior_mean, trace.posterior_log_scale, trace.prior_mean, trace.prior_log_scale))
+
+    def regenerate(weights, adaptive, steps):
+        first = jax.tree.map(lambda a: a[:1], adaptive)
+        h1, trace = posterior_pass(weights, zero_state(), first, zero_noise(1), 0)
+        return jnp.concatenate([trace.x_hat, rollout_prior_means(weights, h1, steps - 1)], axis=0)
+
     return PVRNNModel(init=init, posterior_pass=posterior_pass, sequence_terms=sequence_terms, generate=generate,
-                      error_regression=error_regression, zero_adaptive=zero_adaptive)
+                      error_regression=error_regression, zero_adaptive=zero_adaptive, kl_per_step=kl_per_step,
+                      regenerate=regenerate)
 
 
 def make(cfg: Config, num_sequences: int, length: int, x_dim: int = 1) -> Method:
@@ -382,6 +407,31 @@ def make(cfg: Config, num_sequences: int, length: int, x_dim: int = 1) -> Method
             jax.random.split(key, num))
 
     return Method(init=model.init, loss=loss, sample=sample)
+
+
+def evaluate_run(model: PVRNNModel, params: Params, data: dict, key: PRNGKey, num_generated: int,
+                 generate_length: int) -> dict[str, Array]:
+    """The measurements of one trained run (an evaluator body for `gvlab.run.Run.evaluate`).
+
+    `data` holds `train_x [N, T, D]` (the training sequences, in the order of the adaptive vectors), `test_x`
+    and the scalars `meta_prior`, `meta_prior_first` used by ER. Returns `generated [G, L, D]` (free generation)
+    and `sigma_prior` (its mean prior sigma at t > 1: t = 1 is the fixed N(0, I)); `er_predictions [N', P, K, D]`
+    and `free [T, D]` (the prior means rolled from t = 1: the prediction without ER); `kl_step` and `kl_first`,
+    the KL in nats per step at t > 1 and at t = 1 (mean over the training sequences, `kl_per_step`); `regen`
+    `[N, T, D]` and `regen_mse`, the noise-off regeneration of the training sequences and its MSE (`regenerate`).
+    """
+    weights, adaptive, train_x = params["weights"], params["adaptive"], data["train_x"]
+    kl = jax.vmap(lambda a: model.kl_per_step(weights, a))(adaptive)  # [N, T]
+    regen = jax.vmap(lambda a: model.regenerate(weights, a, train_x.shape[1]))(adaptive)
+    gen_key, er_key = jax.random.split(key)
+    generated, scales = jax.vmap(lambda k: model.generate(weights, k, generate_length))(
+        jax.random.split(gen_key, num_generated))
+    er = jax.vmap(lambda x, k: model.error_regression(weights, x, k, data["meta_prior"], data["meta_prior_first"]))(
+        data["test_x"], jax.random.split(er_key, data["test_x"].shape[0]))
+    free, _ = model.generate(weights, key, train_x.shape[1], stochastic=False)
+    return {"generated": generated, "sigma_prior": jnp.mean(scales[:, 1:]), "er_predictions": er.predictions,
+            "free": free, "kl_step": jnp.mean(kl[:, 1:]), "kl_first": jnp.mean(kl[:, 0]), "regen": regen,
+            "regen_mse": jnp.mean(jnp.square(regen - train_x))}
 
 
 def meta_prior_args(meta_priors, meta_priors_first=None) -> dict[str, Array]:

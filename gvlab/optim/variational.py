@@ -45,7 +45,7 @@ class AffineVI(NamedTuple):
 
 
 def make_bilinear_game(key: PRNGKeyArray, num_workers: int, dim_x: int, dim_y: int,
-                       regularisation: float) -> AffineVI:
+                       regularisation: float, spread: float | None = None) -> AffineVI:
     """The regularised bilinear game of the MASHA mini-experiment (`vi/masha`), split over `num_workers` workers.
 
     f_m(x, y) = x^T B_m y + a_m^T x + c_m^T y + (lambda/2)||x||^2 - (lambda/2)||y||^2, with B_m ~ N(0, 1/d) entrywise
@@ -56,16 +56,26 @@ def make_bilinear_game(key: PRNGKeyArray, num_workers: int, dim_x: int, dim_y: i
     so every F_m, and F, is lambda-strongly monotone (the bilinear block is skew-symmetric) and z* is unique.
     The bilinear test problem of Beznosikov et al. 2022 (experiments), with lambda > 0 for linear convergence.
 
+    With `spread` = s the workers are similar instead of independent: B_m = B + s E_m with B, E_m ~ N(0, 1/d), so
+    ||A_m - A||_2 is about s ||B||_2 and every worker's Lipschitz constant is close to L (independent draws, the
+    default, give ||A_m||_2 about sqrt(M) L). MASHA1's compression variance, (q - 1)/M^2 sum_m ||A_m (z - w)||^2,
+    then scales with L instead of sqrt(M) L (Beznosikov et al. 2022, the variance bound behind MASHA1's theorem).
+
     Raises:
-        ConfigError: non-positive sizes or a negative regulariser.
+        ConfigError: non-positive sizes, a negative regulariser or a negative spread.
     """
     if num_workers < 1 or dim_x < 1 or dim_y < 1:
         raise ConfigError(f"need num_workers, dim_x, dim_y >= 1, got {num_workers}, {dim_x}, {dim_y}")
     if regularisation < 0:
         raise ConfigError(f"regularisation must be >= 0 (monotone game), got {regularisation}")
+    if spread is not None and spread < 0:
+        raise ConfigError(f"spread must be >= 0, got {spread}")
     dim = dim_x + dim_y
     b_key, a_key, c_key = jax.random.split(key, 3)
     bilinear_MxXxY = jax.random.normal(b_key, (num_workers, dim_x, dim_y)) / jnp.sqrt(dim)
+    if spread is not None:  # a common B (its own key: the default draws are unchanged) plus small worker deviations
+        common_XxY = jax.random.normal(jax.random.fold_in(key, 1), (dim_x, dim_y)) / jnp.sqrt(dim)
+        bilinear_MxXxY = common_XxY[None] + spread * bilinear_MxXxY
     a_MxX = jax.random.normal(a_key, (num_workers, dim_x))
     c_MxY = jax.random.normal(c_key, (num_workers, dim_y))
     eye = regularisation * jnp.eye(dim, dtype=bilinear_MxXxY.dtype)
@@ -75,15 +85,16 @@ def make_bilinear_game(key: PRNGKeyArray, num_workers: int, dim_x: int, dim_y: i
     return AffineVI(matrices=matrices, offsets=jnp.concatenate([a_MxX, -c_MxY], axis=1))
 
 
-@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4, 5))
-def bilinear_games(key: PRNGKeyArray, count: int, num_workers: int, dim_x: int, dim_y: int, regularisation: float
+@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4, 5, 6))
+def bilinear_games(key: PRNGKeyArray, count: int, num_workers: int, dim_x: int, dim_y: int, regularisation: float,
+                   spread: float | None = None
                    ) -> tuple[AffineVI, Float[Array, "count d"], Float[Array, " count"], Float[Array, "count M"]]:
     """`count` games of `make_bilinear_game` (keys `split(key, count)`), leading axis `count`, in one program.
 
     Returns:
         the games, their solutions z*, L = ||mean_m A_m||_2 of each, and every worker's ||A_m||_2.
     """
-    problems = jax.vmap(lambda k: make_bilinear_game(k, num_workers, dim_x, dim_y, regularisation))(
+    problems = jax.vmap(lambda k: make_bilinear_game(k, num_workers, dim_x, dim_y, regularisation, spread))(
         jax.random.split(key, count))
     return (problems, jax.vmap(solve)(problems), jax.vmap(lipschitz_constant)(problems),
             jnp.linalg.norm(problems.matrices, ord=2, axis=(-2, -1)))

@@ -11,7 +11,8 @@ does not import diffrax):
 * fractional: `gamma_grid`, `optimal_coefficients`, `riemann_coefficients`, `unit_variance_scale`,
   `fbm_covariance`, `mafbm_covariance`, `approximation_error`, `sample_fbm`;
 * mafbm: `solve_fractional`, `solve_fractional_segments`, `solve_fractional_observed`, `SegmentedSolution`,
-  `sample_paths`, `brownian_coefficients`, `fractional_fields`, `rescaled_step`.
+  `sample_paths`, `brownian_coefficients`, `fractional_fields`, `rescaled_step`, `linear_system`,
+  `smoothing_control`, `SmoothingControl`, `solve_fractional_smoothed`.
 
     >>> from gvlab.sde import brownian_increments, gamma_grid, solve_fractional, solve_sde
 """
@@ -36,6 +37,10 @@ _EXPORTS = {
     "sample_fbm": "gvlab.sde.fractional",
     "unit_variance_scale": "gvlab.sde.fractional",
     "SegmentedSolution": "gvlab.sde.mafbm",
+    "SmoothingControl": "gvlab.sde.mafbm",
+    "linear_system": "gvlab.sde.mafbm",
+    "smoothing_control": "gvlab.sde.mafbm",
+    "solve_fractional_smoothed": "gvlab.sde.mafbm",
     "brownian_coefficients": "gvlab.sde.mafbm",
     "fractional_fields": "gvlab.sde.mafbm",
     "rescaled_step": "gvlab.sde.mafbm",
@@ -65,6 +70,10 @@ if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
     from gvlab.sde.fractional import sample_fbm as sample_fbm
     from gvlab.sde.fractional import unit_variance_scale as unit_variance_scale
     from gvlab.sde.mafbm import SegmentedSolution as SegmentedSolution
+    from gvlab.sde.mafbm import SmoothingControl as SmoothingControl
+    from gvlab.sde.mafbm import linear_system as linear_system
+    from gvlab.sde.mafbm import smoothing_control as smoothing_control
+    from gvlab.sde.mafbm import solve_fractional_smoothed as solve_fractional_smoothed
     from gvlab.sde.mafbm import brownian_coefficients as brownian_coefficients
     from gvlab.sde.mafbm import fractional_fields as fractional_fields
     from gvlab.sde.mafbm import rescaled_step as rescaled_step
