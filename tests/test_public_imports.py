@@ -106,6 +106,7 @@ EXPECTED = {
                   "optimal_coefficients", "sample_fbm", "solve_fractional", "solve_fractional_observed"},
     "gvlab.inverse": {"Model", "Inpainting", "AveragePool", "Convolution", "dps", "red_diff", "flair", "psnr",
                       "gaussian_posterior", "make_random_inpainting"},
+    "gvlab.attacks": {"fgsm", "pgd", "bpda", "per_example_loss"},
 }
 
 

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from gvlab.bayes import mlp as bayes_mlp
 from gvlab.models import binary_perceptron, fractional_sde, hvae, pvrnn, vae, video_sde, vrnn
 from gvlab.types import Batch, Method
 
@@ -90,4 +91,7 @@ CATALOGUE: dict[str, Callable[[], Toy]] = {
                                      perceptron_task(), optax.adam(5e-2)),
     "fractional_sde": lambda: Toy(fractional_sde.make(_SDE, _OBS), paths(), optax.adam(2e-2)),
     "video_sde": lambda: Toy(video_sde.make(_VIDEO), videos(), optax.adam(2e-2)),
+    "bayes_mlp": lambda: Toy(bayes_mlp.make(bayes_mlp.Config(hidden=(8,), num_classes=4, num_data=8, prior_std=1.0,
+                                                             kl_weight=0.1, init_std=0.05)),
+                             {**images(), "y": jnp.argmax(images()["x"][:, :, 0], axis=-1)}, optax.adam(1e-2)),
 }
