@@ -1,6 +1,6 @@
 """Core types: a method is a bundle of pure functions (cf. optax's `GradientTransformation`).
 
-`Method(init, loss, sample=None, step=None)`:
+`Method(init, loss, sample=None, step=None, init_extra=None, make_step=None)`:
 
 * `init(key, batch) -> params`: parameters from a key and one example batch (shapes only).
 * `loss(params, batch, key, step) -> (scalar, terms)`: the objective to *minimise* and a flat dict of every term
@@ -8,6 +8,9 @@
 * `sample(params, key, num) -> samples`: optional generator.
 * `step(state, batch, key) -> (state, metrics)`: optional custom train step with the canonical signature, for
   methods that need several optimisers or alternating updates; the loop uses it instead of the default step.
+* `make_step(tx) -> step`: optional, instead of `step`, for a custom step that applies the fit's optimiser
+  (`Spec.optimizer`, wrapped as `fit` wraps it) with updates of its own around it (e.g. SSVI's support updates);
+  the loop calls it with the fit's transformation, so the step never closes over a second copy of it.
 * `init_extra(key, batch, params) -> extra`: optional non-gradient state (EMA codebooks, moving-average
   baselines, support masks, dual variables). It lives in `TrainState.extra`, is checkpointed and resumed with the
   rest, and the default step hands it to the loss, which then returns it updated:
@@ -64,6 +67,7 @@ class Method(NamedTuple):
     sample: SampleFn | None = None
     step: StepFn | None = None
     init_extra: InitExtraFn | None = None
+    make_step: Callable[[Any], StepFn] | None = None
 
 
 class DataSource(NamedTuple):

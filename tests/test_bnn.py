@@ -101,9 +101,9 @@ SSVI = ssvi.Config(model=mlp.Config(hidden=(16,), num_classes=3, num_data=32, in
 
 def test_ssvi_keeps_exactly_k_nonzeros_after_every_support_update():
     batch, tx = _digits_like(), optax.adam(1e-2)
-    method = ssvi.make(SSVI, tx)
+    method = ssvi.make(SSVI)
     state = init_state(method, tx, jax.random.key(0), batch)
-    step = jax.jit(method.step)
+    step = jax.jit(method.make_step(tx))
     sizes = {name: ssvi.support_size(p["mu"].shape, SSVI.density) for name, p in state.params.items()}
     start = jax.device_get(state.extra["masks"])
     fractions, regrown = [], []
@@ -143,14 +143,19 @@ def test_support_update_ranks_by_score_and_growth_by_gradient():
 def test_ssvi_resumed_mid_schedule_equals_a_straight_fit_bitwise(tmp_path):
     tx = optax.adam(1e-2)
     batch = _digits_like()
-    method, traces = ssvi.make(SSVI, tx), []
+    method, traces = ssvi.make(SSVI), []
 
-    def counted_step(state, batch, key):
-        traces.append(1)
-        return method.step(state, batch, key)
+    def counted_make_step(optimizer):
+        step = method.make_step(optimizer)
+
+        def counted_step(state, batch, key):
+            traces.append(1)
+            return step(state, batch, key)
+
+        return counted_step
 
     data = DataSource(batch, lambda arrays, key, step: arrays)
-    spec = Spec(method=method._replace(step=counted_step), optimizer=tx, data=data)
+    spec = Spec(method=method._replace(make_step=counted_make_step), optimizer=tx, data=data)
     train = TrainConfig(steps=8, batch_size=32, log_every=1, ckpt_every=3)
     mesh = data_mesh(1)
     straight = fit(spec, train, mesh=mesh, progress=False)

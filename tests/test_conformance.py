@@ -44,15 +44,20 @@ def _whole(arrays, key, step):
 
 
 def _counting(method: Method, traces: list) -> Method:
-    """`method` whose step (a custom one) or loss appends to `traces` each time it is traced."""
+    """`method` whose step (a custom one, or one built by `make_step`) or loss appends to `traces` each time it
+    is traced."""
+
+    def counting(inner):
+        def counted(*args, **kwargs):
+            traces.append(1)
+            return inner(*args, **kwargs)
+
+        return counted
+
+    if method.make_step is not None:
+        return method._replace(make_step=lambda tx: counting(method.make_step(tx)))
     name = "step" if method.step is not None else "loss"
-    inner = getattr(method, name)
-
-    def counted(*args, **kwargs):
-        traces.append(1)
-        return inner(*args, **kwargs)
-
-    return method._replace(**{name: counted})
+    return method._replace(**{name: counting(getattr(method, name))})
 
 
 class GradientsSeen(NamedTuple):

@@ -13,10 +13,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from gvlab import Method, Spec, TrainConfig, fit
 from gvlab.data import sampled_batches
-from gvlab.train import by_part
+from gvlab.errors import ConfigError
+from gvlab.train import by_part, make_train_step
 from gvlab.train.state import TrainState
 
 DIM = 3
@@ -102,3 +104,18 @@ def test_default_step_threads_extra_through_the_loss(tmp_path):
     resumed = fit(spec, train, tmp_path, progress=False)
     for a, b in zip(_leaves(straight.state), _leaves(resumed.state), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_make_step_receives_the_fits_optimiser_and_step_excludes_it():
+    # `make_step(tx)` is handed the fit's transformation (here a marker chained in front of Adam), not a copy.
+    seen = []
+
+    def make_step(tx):
+        seen.append(tx)
+        return lambda state, batch, key: (state, {"loss": jnp.zeros(())})
+
+    method = Method(init=lambda key, batch: {"w": jnp.zeros(())}, loss=lambda *a, **k: (0.0, {}), make_step=make_step)
+    tx = optax.adam(1e-2)
+    assert make_train_step(method, tx)(None, {}, None)[1]["loss"] == 0 and seen == [tx]
+    with pytest.raises(ConfigError, match="not both"):  # negative control: two custom steps are ambiguous
+        make_train_step(method._replace(step=lambda s, b, k: (s, {})), tx)

@@ -26,15 +26,16 @@ gradient (a zero "probe" added to W), not from a second pass.
 Baselines are configurations: `density=1.0` is dense mean-field VI (all-ones masks, no updates) and
 `update_every=0` a static random mask.
 
-The step closes over its optimiser: give `fit` the same transformation as `Spec.optimizer` (its `init` builds
-the state the step updates). Deviations from the official code: ranks are over the active entries only (the code
+The step is built around the fit's optimiser (`Method.make_step(tx)`: `fit` hands it `Spec.optimizer`), so
+`Spec(ssvi.make(cfg), optax.adam(lr), data)` is all a fit needs. Deviations from the official code: ranks are over the active entries only (the code
 ranks all entries with NaN scores of inactive ones set to 0; the same set whenever active scores are positive);
 biases are dense and deterministic; every layer is sparse (the code keeps a ResNet's first conv dense).
 
     >>> import jax, jax.numpy as jnp, optax
     >>> from gvlab.bayes import mlp, ssvi
     >>> cfg = ssvi.Config(model=mlp.Config(hidden=(8,), num_classes=3), density=0.25, update_every=2, t_end=10)
-    >>> method = ssvi.make(cfg, optax.adam(1e-2))
+    >>> method = ssvi.make(cfg)
+    >>> step = method.make_step(optax.adam(1e-2))  # what `fit` does with Spec.optimizer
     >>> [round(float(ssvi.drop_fraction(cfg, jnp.int32(t))), 6) for t in (0, 5, 10)]  # alpha, alpha / 2, 0
     [0.3, 0.15, 0.0]
     >>> ssvi.support_size((5, 8), 0.25)
@@ -144,13 +145,17 @@ def _multipliers(params: mlp.Params, masks: dict[str, Array]) -> mlp.Params:
                    "bias": jnp.ones_like(p["bias"])} for name, p in params.items()}
 
 
+def _mask_slot(slot: Array, multiplier: Array) -> Array:
+    return slot * multiplier.astype(slot.dtype) if jnp.issubdtype(slot.dtype, jnp.floating) else slot
+
+
 def _apply_masks(tree: mlp.Params, masks: dict[str, Array]) -> mlp.Params:
     return jax.tree.map(jnp.multiply, tree, _multipliers(tree, masks))
 
 
-def make(cfg: Config, optimizer: optax.GradientTransformation) -> Method:
-    """SSVI as a `Method` with its own `step` and `init_extra` (see the module docstring); `fit` it with
-    `Spec(method, optimizer, ...)`, the same `optimizer`. Extra metrics: `ssvi/nonzeros` (active weights, all
+def make(cfg: Config) -> Method:
+    """SSVI as a `Method` with its own step around the fit's optimiser (`make_step`) and `init_extra` (see the
+    module docstring). Extra metrics: `ssvi/nonzeros` (active weights, all
     layers), `ssvi/drop_fraction` (alpha_t of this step's update, 0 without one), `ssvi/regrown` (entries new to
     the support at this step)."""
     model = mlp.make(cfg.model)
@@ -192,27 +197,30 @@ def make(cfg: Config, optimizer: optax.GradientTransformation) -> Method:
     def no_support_step(params, masks, dense_grads, t):
         return params, masks, jnp.zeros((), jnp.int32), jnp.zeros((), jnp.float32)
 
-    def step(state, batch: Batch, key: PRNGKeyArray):
-        masks = state.extra["masks"]
-        probe = {name: jnp.zeros_like(p["mu"]) for name, p in state.params.items()}
-        (value, terms), (grads, dense_grads) = grad_fn(state.params, probe, masks, batch,
-                                                       step_key(key, state.step), state.step)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        t = state.step + 1  # steps taken after this one (the scheduler's counter)
-        regrown, fraction = jnp.zeros((), jnp.int32), jnp.zeros((), jnp.float32)
-        if updates_support:
-            due = (t % cfg.update_every == 0) & (t < cfg.t_end)
-            params, masks, regrown, fraction = jax.lax.cond(due, support_step, no_support_step, params, masks,
-                                                            dense_grads, t)
-        params = _apply_masks(params, masks)  # inactive mu and rho stored as 0, like the official code
-        opt_state = optax.tree_utils.tree_map_params(optimizer, jnp.multiply, opt_state,
-                                                     _multipliers(params, masks))
-        nonzeros = sum(jnp.sum(m.astype(jnp.int32)) for m in masks.values())
-        metrics = {"loss": value, **terms, "ssvi/nonzeros": nonzeros.astype(jnp.float32),
-                   "ssvi/drop_fraction": fraction, "ssvi/regrown": regrown.astype(jnp.float32),
-                   "norm/grads": optax.tree.norm(grads)}
-        new_state = state.replace(step=t, params=params, opt_state=opt_state, extra={"masks": masks})
-        return new_state, metrics
+    def make_step(optimizer: optax.GradientTransformation):
+        def step(state, batch: Batch, key: PRNGKeyArray):
+            masks = state.extra["masks"]
+            probe = {name: jnp.zeros_like(p["mu"]) for name, p in state.params.items()}
+            (value, terms), (grads, dense_grads) = grad_fn(state.params, probe, masks, batch,
+                                                           step_key(key, state.step), state.step)
+            updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+            params = optax.apply_updates(state.params, updates)
+            t = state.step + 1  # steps taken after this one (the scheduler's counter)
+            regrown, fraction = jnp.zeros((), jnp.int32), jnp.zeros((), jnp.float32)
+            if updates_support:
+                due = (t % cfg.update_every == 0) & (t < cfg.t_end)
+                params, masks, regrown, fraction = jax.lax.cond(due, support_step, no_support_step, params, masks,
+                                                                dense_grads, t)
+            params = _apply_masks(params, masks)  # inactive mu and rho stored as 0, like the official code
+            # Moments of inactive entries to 0; non-float slots (a chained gradient record) are left alone.
+            opt_state = optax.tree_utils.tree_map_params(optimizer, _mask_slot, opt_state, _multipliers(params, masks))
+            nonzeros = sum(jnp.sum(m.astype(jnp.int32)) for m in masks.values())
+            metrics = {"loss": value, **terms, "ssvi/nonzeros": nonzeros.astype(jnp.float32),
+                       "ssvi/drop_fraction": fraction, "ssvi/regrown": regrown.astype(jnp.float32),
+                       "norm/grads": optax.tree.norm(grads)}
+            new_state = state.replace(step=t, params=params, opt_state=opt_state, extra={"masks": masks})
+            return new_state, metrics
 
-    return Method(init=model.init, loss=loss, step=step, init_extra=init_extra)
+        return step
+
+    return Method(init=model.init, loss=loss, init_extra=init_extra, make_step=make_step)

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import optax
 
 from gvlab.bayes import mlp as bayes_mlp
+from gvlab.bayes import ssvi
 from gvlab.models import binary_perceptron, fractional_sde, hvae, pvrnn, vae, video_sde, vrnn
 from gvlab.types import Batch, Method
 
@@ -79,6 +80,14 @@ _VIDEO = video_sde.Config(size=4, num_frames=4, cond_frames=2, latent_dim=1, ste
                           features=2, encoder_hidden=(4,), decoder_hidden=(4,), control_hidden=(4,))
 
 # name -> () -> Toy; one line per method.
+_BAYES_MLP = bayes_mlp.Config(hidden=(8,), num_classes=4, num_data=8, prior_std=1.0, kl_weight=0.1, init_std=0.05)
+
+
+def _labelled_images() -> Batch:
+    """`images()` with a class label per image: the row of its bar."""
+    return {**images(), "y": jnp.argmax(images()["x"][:, :, 0], axis=-1)}
+
+
 CATALOGUE: dict[str, Callable[[], Toy]] = {
     "vae": lambda: Toy(vae.make(vae.Config(latent_dim=2, hidden=(8,)), (4, 4)), images(), optax.adam(1e-2)),
     "hvae": lambda: Toy(hvae.make(hvae.Config(latent_dims=(2, 2), hidden=(8,)), (4, 4)), images(False),
@@ -91,7 +100,8 @@ CATALOGUE: dict[str, Callable[[], Toy]] = {
                                      perceptron_task(), optax.adam(5e-2)),
     "fractional_sde": lambda: Toy(fractional_sde.make(_SDE, _OBS), paths(), optax.adam(2e-2)),
     "video_sde": lambda: Toy(video_sde.make(_VIDEO), videos(), optax.adam(2e-2)),
-    "bayes_mlp": lambda: Toy(bayes_mlp.make(bayes_mlp.Config(hidden=(8,), num_classes=4, num_data=8, prior_std=1.0,
-                                                             kl_weight=0.1, init_std=0.05)),
-                             {**images(), "y": jnp.argmax(images()["x"][:, :, 0], axis=-1)}, optax.adam(1e-2)),
+    "bayes_mlp": lambda: Toy(bayes_mlp.make(_BAYES_MLP), _labelled_images(), optax.adam(1e-2)),
+    # Sparse supports that move: a quarter of each layer, updated every other step (custom step via make_step).
+    "ssvi": lambda: Toy(ssvi.make(ssvi.Config(model=_BAYES_MLP, density=0.25, update_every=2, t_end=12,
+                                              drop_fraction=0.5)), _labelled_images(), optax.adam(1e-2)),
 }

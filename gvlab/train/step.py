@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from gvlab.errors import ConfigError
 from gvlab.rng import step_key
 from gvlab.train.state import TrainState
 from gvlab.types import Batch, Method, Metrics, PRNGKey
@@ -58,12 +59,17 @@ def make_train_step(method: Method, tx: optax.GradientTransformation, ema_decay:
     `norm/grad_rms` = norm/grads / sqrt(number of parameters) (the gradient RMS of Wortsman et al. 2023, Figs. 11-13).
 
     Args:
-        method: the method; if `method.step` is set it is returned unchanged (it owns its update).
+        method: the method; if `method.step` is set it is returned unchanged (it owns its update); if
+            `method.make_step` is set, `method.make_step(tx)` is returned (a custom step around `tx`).
         tx: the optax transformation that turns gradients into updates.
         ema_decay: if > 0, also track `ema = decay * ema + (1 - decay) * params`.
     """
+    if method.step is not None and method.make_step is not None:
+        raise ConfigError("a Method sets `step` or `make_step`, not both")
     if method.step is not None:
         return method.step
+    if method.make_step is not None:
+        return method.make_step(tx)
 
     def loss_with_extra(params, batch, key, step, context):
         out = method.loss(params, batch, key, step, **context)
