@@ -1,0 +1,1 @@
+"""adversarial experiments (see each module's docstring)."""

@@ -1,0 +1,1 @@
+"""ib experiments: information-bottleneck regression (see each module's docstring)."""
