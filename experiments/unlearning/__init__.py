@@ -1,0 +1,1 @@
+"""unlearning experiments (see each module's docstring)."""
