@@ -76,3 +76,43 @@ def pytest_collection_modifyitems(config, items):
         return next((i for i, prefix in enumerate(_LONG_FIRST) if name.startswith(prefix)), len(_LONG_FIRST))
 
     items.sort(key=rank)  # stable: the order inside each file and among the rest is kept
+
+
+# `GVLAB_TEST_COMPILE_REPORT=FILE make test`: one JSON line per test with the seconds it spent tracing, lowering and
+# compiling (XLA backend) and its persistent-cache hits, the measure to keep `make test` inside its budget by
+# (compilation, not computation, is most of the suite's time on CPU). Off by default: the listeners cost nothing
+# then, and the numbers depend on the order the workers happen to fill the shared cache.
+_COMPILE_REPORT = os.environ.get("GVLAB_TEST_COMPILE_REPORT")
+if _COMPILE_REPORT:
+    import json
+    import time
+
+    from jax import monitoring
+
+    _events = {"/jax/core/compile/jaxpr_trace_duration": "trace_s",
+               "/jax/core/compile/jaxpr_to_mlir_module_duration": "lower_s",
+               "/jax/core/compile/backend_compile_duration": "compile_s"}
+    _totals: dict = {}
+
+    def _on_duration(event, duration, **kwargs):
+        if event in _events:
+            _totals[_events[event]] = _totals.get(_events[event], 0.0) + duration
+            if event.endswith("backend_compile_duration"):
+                _totals["compiles"] = _totals.get("compiles", 0) + 1
+
+    def _on_event(event, **kwargs):
+        if event == "/jax/compilation_cache/cache_hits":
+            _totals["cache_hits"] = _totals.get("cache_hits", 0) + 1
+
+    monitoring.register_event_duration_secs_listener(_on_duration)
+    monitoring.register_event_listener(_on_event)
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_protocol(item, nextitem):
+        _totals.clear()
+        start = time.perf_counter()
+        yield
+        record = {"test": item.nodeid, "wall_s": round(time.perf_counter() - start, 3),
+                  **{k: round(v, 3) for k, v in _totals.items()}}
+        with open(_COMPILE_REPORT, "a") as f:
+            f.write(json.dumps(record) + "\n")
