@@ -34,6 +34,25 @@ def fingerprint(tree: Any) -> int:
     return crc
 
 
+def _no_replica_slices_on_cpu() -> None:
+    """Save each replicated array whole on CPU rather than in replica slices.
+
+    orbax's ArrayHandler splits a replicated array across its replicas so that each writes a slice
+    (`use_replica_parallel`, on by default except on GPU). On CPU the replicas share the host's memory, so the
+    split gains nothing, and each slice is an eagerly compiled `slice` program per array shape: ~30 compiles,
+    ~0.7 s, per small fit on a 4-device CPU mesh. Registered once, for jax.Array, only when JAX runs on CPU; the
+    files written are the same.
+    """
+    if jax.default_backend() != "cpu":
+        return
+    current = ocp.type_handlers.get_type_handler(jax.Array)
+    if getattr(current, "_use_replica_parallel", False):
+        ocp.type_handlers.register_type_handler(
+            jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False,
+                                                      array_metadata_store=current._array_metadata_store),
+            override=True)
+
+
 class Checkpointer:
     """Save and restore `(state, meta)` pairs under one directory.
 
@@ -43,6 +62,7 @@ class Checkpointer:
     """
 
     def __init__(self, directory: str | Path, keep: int):
+        _no_replica_slices_on_cpu()
         self.directory = Path(directory).absolute()
         self._manager = ocp.CheckpointManager(
             self.directory,
