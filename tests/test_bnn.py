@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -116,6 +118,13 @@ def test_ssvi_keeps_exactly_k_nonzeros_after_every_support_update():
             layer = state.params[name]
             assert not np.any(np.asarray(layer["mu"])[~np.asarray(mask)])  # off the support: exactly 0
             assert not np.any(np.asarray(layer["rho"])[~np.asarray(mask)])
+        # The supports read back from the parameters (rho != 0) are the stored ones after every step.
+        for name, mask in ssvi.support_of(state.params).items():
+            np.testing.assert_array_equal(mask, state.extra["masks"][name])
+    # Negative control: before the first step the parameters are dense (rho != 0 everywhere), the masks are not.
+    initial = init_state(method, tx, jax.random.key(0), batch)
+    assert all(bool(m.all()) for m in ssvi.support_of(initial.params).values())
+    assert not all(bool(m.all()) for m in initial.extra["masks"].values())
     # Support updates after steps 2, 4, ..., 10 (t < t_end = 12), and they move the support.
     assert [f > 0 for f in fractions] == [t % 2 == 0 and t < 12 for t in range(1, 13)], fractions
     assert sum(regrown) > 0 and any(not np.array_equal(start[n], state.extra["masks"][n]) for n in start)
@@ -189,3 +198,24 @@ def test_predictive_metrics_flops_and_counts():
     dense, sparse = (mlp.forward_flops([(12, 8), (8, 3)], nnz, batch_size=10) for nnz in ([96, 24], [24, 6]))
     assert dense["mean"] == 10 * (2 * 96 + 8 + 8) + 10 * (2 * 24 + 3)  # x mu + bias (+ ReLU on the hidden layer)
     assert sparse["sampled"] < dense["sampled"] and sparse["mean"] < dense["mean"]
+
+
+def test_static_and_ssvi_members_of_one_fit_equal_their_own_fits():
+    # Spec.args {"update": [0, 1], "criterion": [0, 1]}: member 0 a static mask, member 1 SSVI with |mu| removal,
+    # one program; each equals its own fit (update_every=0; criterion="abs_mu") up to float rounding.
+    batch = _digits_like()
+    data = DataSource(batch, lambda arrays, key, step: arrays)
+    train = TrainConfig(steps=6, batch_size=32, log_every=1)
+    args = {"update": jnp.array([0, 1]), "criterion": jnp.array([0, ssvi.CRITERIA.index("abs_mu")])}
+    joint = fit(Spec(ssvi.make(SSVI), optax.adam(1e-2), data, args=args), train, progress=False)
+    alone = [fit(Spec(ssvi.make(cfg), optax.adam(1e-2), data), train, progress=False) for cfg in
+             (dataclasses.replace(SSVI, update_every=0), dataclasses.replace(SSVI, criterion="abs_mu"))]
+    masks = jax.device_get(joint.state.extra["masks"])
+    for member, single in enumerate(alone):
+        for name, mask in jax.device_get(single.state.extra["masks"]).items():
+            np.testing.assert_array_equal(masks[name][member], mask[0])
+        for a, b in zip(jax.tree.leaves(joint.member_params(member)), jax.tree.leaves(single.params)):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    # Negative control: the static member never moved its support, the SSVI member did.
+    assert any(not np.array_equal(masks[n][1], masks[n][0]) for n in masks)
+    assert sum(r["ssvi/regrown"] for r in joint.history.rows if r.get("member", 0) == 0) == 0

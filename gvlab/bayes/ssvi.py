@@ -24,11 +24,14 @@ entries is exactly k_l after every update. The dense gradient comes from the sam
 gradient (a zero "probe" added to W), not from a second pass.
 
 Baselines are configurations: `density=1.0` is dense mean-field VI (all-ones masks, no updates) and
-`update_every=0` a static random mask.
+`update_every=0` a static random mask. Runs of one fit may differ through `Spec.args` (leaves [M]):
+`{"update": [0, 1]}` makes member 0 a static mask and member 1 SSVI with the same shapes, initial draws and
+batches (one compiled program), and `"criterion"` (an index into `CRITERIA`) picks each member's removal score.
 
 The step is built around the fit's optimiser (`Method.make_step(tx)`: `fit` hands it `Spec.optimizer`), so
-`Spec(ssvi.make(cfg), optax.adam(lr), data)` is all a fit needs. Deviations from the official code: ranks are over the active entries only (the code
-ranks all entries with NaN scores of inactive ones set to 0; the same set whenever active scores are positive);
+`Spec(ssvi.make(cfg), optax.adam(lr), data)` is all a fit needs. Deviations from the official code: ranks are over
+the active entries only (the code ranks all entries with NaN scores of inactive ones set to 0; the same set
+whenever active scores are positive);
 biases are dense and deterministic; every layer is sparse (the code keeps a ResNet's first conv dense).
 
     >>> import jax, jax.numpy as jnp, optax
@@ -109,10 +112,15 @@ def abs_theta_snr(mu: Array, sigma: Array) -> Array:
     return jnp.nan_to_num(snr, nan=0.0, posinf=jnp.finfo(snr.dtype).max)
 
 
-def removal_score(criterion: str, layer: dict[str, Array]) -> Array:
-    if criterion == "abs_mu":
-        return jnp.abs(layer["mu"])
-    return abs_theta_snr(layer["mu"], jax.nn.softplus(layer["rho"]))
+def removal_score(criterion: str | Array, layer: dict[str, Array]) -> Array:
+    """The criterion's score of every entry; `criterion` a name, or a traced index into `CRITERIA` (a member's
+    `Spec.args["criterion"]`: both scores are computed and one is selected)."""
+    if isinstance(criterion, str):
+        if criterion == "abs_mu":
+            return jnp.abs(layer["mu"])
+        return abs_theta_snr(layer["mu"], jax.nn.softplus(layer["rho"]))
+    return jnp.where(criterion == CRITERIA.index("abs_mu"), removal_score("abs_mu", layer),
+                     removal_score("snr", layer))
 
 
 def update_support(mask: Bool[Array, "I O"], keep_score: Array, grow_score: Array, num_drop: Array, size: int,
@@ -137,6 +145,13 @@ def random_masks(key: PRNGKeyArray, params: mlp.Params, density: float) -> dict[
         order = jax.random.permutation(jax.random.fold_in(key, i), total)
         masks[name] = jnp.zeros((total,), bool).at[order[:size]].set(True).reshape(layer["mu"].shape)
     return masks
+
+
+def support_of(params: mlp.Params) -> dict[str, Bool[Array, "I O"]]:
+    """The supports read back from SSVI's parameters: rho != 0 (the step stores inactive mu and rho as exactly 0;
+    the official code's convention, `models/utils.py::StoLinear.forward`, `posterior_std != 0`). For evaluators
+    that see only the parameters (`Spec.evals`); an active rho is 0 only if sigma = softplus(0) exactly."""
+    return {name: p["rho"] != 0 for name, p in params.items()}
 
 
 def _multipliers(params: mlp.Params, masks: dict[str, Array]) -> mlp.Params:
@@ -164,7 +179,7 @@ def make(cfg: Config) -> Method:
     def init_extra(key: PRNGKeyArray, batch: Batch, params: mlp.Params) -> dict[str, Any]:
         return {"masks": random_masks(key, params, cfg.density)}
 
-    def loss(params, batch, key, step, *, extra):
+    def loss(params, batch, key, step, *, extra, args=None):  # args: the per-member switches of the step
         masks = extra["masks"]
         value, terms = mlp.negative_elbo(cfg.model, mlp.effective(params, masks),
                                          mlp.kl(params, cfg.model.prior_std, masks), batch, key, step)
@@ -177,13 +192,13 @@ def make(cfg: Config) -> Method:
 
     grad_fn = jax.value_and_grad(objective, argnums=(0, 1), has_aux=True)
 
-    def support_step(params, masks, dense_grads, t):
+    def support_step(params, masks, dense_grads, t, criterion):
         fraction = drop_fraction(cfg, t)
         new_params, new_masks, regrown = {}, {}, jnp.zeros((), jnp.int32)
         for name, layer in params.items():
             size = support_size(layer["mu"].shape, cfg.density)
             num_drop = jnp.floor(fraction * size).astype(jnp.int32)
-            mask = update_support(masks[name], removal_score(cfg.criterion, layer), jnp.abs(dense_grads[name]),
+            mask = update_support(masks[name], removal_score(criterion, layer), jnp.abs(dense_grads[name]),
                                   num_drop, size, math.floor(cfg.drop_fraction * size))
             new = mask & ~masks[name]
             survivors = mask & masks[name]
@@ -194,7 +209,7 @@ def make(cfg: Config) -> Method:
             regrown = regrown + jnp.sum(new.astype(jnp.int32))
         return new_params, new_masks, regrown, fraction
 
-    def no_support_step(params, masks, dense_grads, t):
+    def no_support_step(params, masks, dense_grads, t, criterion):
         return params, masks, jnp.zeros((), jnp.int32), jnp.zeros((), jnp.float32)
 
     def make_step(optimizer: optax.GradientTransformation):
@@ -208,9 +223,14 @@ def make(cfg: Config) -> Method:
             t = state.step + 1  # steps taken after this one (the scheduler's counter)
             regrown, fraction = jnp.zeros((), jnp.int32), jnp.zeros((), jnp.float32)
             if updates_support:
-                due = (t % cfg.update_every == 0) & (t < cfg.t_end)
-                params, masks, regrown, fraction = jax.lax.cond(due, support_step, no_support_step, params, masks,
-                                                                dense_grads, t)
+                # Per-member switches (`Spec.args`): "update" 0 makes this run a static mask, "criterion" picks
+                # the removal score (index into CRITERIA), so both baselines share one compiled program.
+                args = state.args if isinstance(state.args, dict) else {}
+                due = (t % cfg.update_every == 0) & (t < cfg.t_end) & (args.get("update", 1) != 0)
+                criterion = args.get("criterion", cfg.criterion)  # a name is static, an index traced
+                params, masks, regrown, fraction = jax.lax.cond(
+                    due, lambda *a: support_step(*a, criterion), lambda *a: no_support_step(*a, criterion),
+                    params, masks, dense_grads, t)
             params = _apply_masks(params, masks)  # inactive mu and rho stored as 0, like the official code
             # Moments of inactive entries to 0; non-float slots (a chained gradient record) are left alone.
             opt_state = optax.tree_utils.tree_map_params(optimizer, _mask_slot, opt_state, _multipliers(params, masks))

@@ -1,0 +1,1 @@
+"""bnn experiments (see each module's docstring)."""
