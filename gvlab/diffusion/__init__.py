@@ -5,7 +5,8 @@ Modules: `schedules` (VP linear / cosine, VE, rectified flow: alpha_t, sigma_t, 
 score matching, flow matching and x0 regression with time weightings; `make_method` with classifier-free-guidance
 label dropout), `samplers` (Euler, Heun, DDIM, DPM-Solver-1/2, DPM-Solver++(2S), DDPM ancestral, reverse-SDE Euler-Maruyama,
 adaptive diffrax Tsit5; guidance, x0 clipping), `likelihood` (exact or Hutchinson log-likelihood through the probability-flow ODE),
-`metrics` (sliced Wasserstein distance), `evaluation` (samplers and trained models against an analytic target).
+`metrics` (sliced Wasserstein distance), `evaluation` (samplers and trained models against an analytic target);
+beside the Gaussian core, `path` (the diffusion-path interface) and `discrete` (token diffusion).
 
 The public surface, importable from `gvlab.diffusion` itself (loaded on first use, PEP 562, so importing one
 submodule does not import the others or diffrax):
@@ -18,7 +19,10 @@ submodule does not import the others or diffrax):
   `heun`, `ddim`, `dpm_solver_1`, `dpm_solver_2`, `dpm_solver_pp_2s`, `ddpm`, `euler_maruyama`, `adaptive_ode`,
   `guided`, `clip_x0`;
 * likelihood: `log_likelihood`, `LogLikelihood`, `bits_per_dim`, `gaussian_prior_log_prob`;
-* metrics: `sliced_wasserstein`.
+* metrics: `sliced_wasserstein`;
+* path: `DiffusionPath` (the interface of a T-step diffusion path), `GaussianPath` (a `Schedule` on a grid);
+* discrete (VQ-Diffusion's mask-and-replace path and CDCD's contrastive term): `MaskAndReplace`, `variational_bound`,
+  `prior_term`, `auxiliary_term`, `contrastive_term`, `ancestral_sample`, `shuffle_chunks`, `other_class_negatives`.
 
     >>> from gvlab.diffusion import Model, Schedule, sample, sliced_wasserstein
 """
@@ -73,6 +77,16 @@ _EXPORTS = {
     "gaussian_prior_log_prob": "gvlab.diffusion.likelihood",
     "log_likelihood": "gvlab.diffusion.likelihood",
     "sliced_wasserstein": "gvlab.diffusion.metrics",
+    "DiffusionPath": "gvlab.diffusion.path",
+    "GaussianPath": "gvlab.diffusion.path",
+    "MaskAndReplace": "gvlab.diffusion.discrete",
+    "variational_bound": "gvlab.diffusion.discrete",
+    "prior_term": "gvlab.diffusion.discrete",
+    "auxiliary_term": "gvlab.diffusion.discrete",
+    "contrastive_term": "gvlab.diffusion.discrete",
+    "ancestral_sample": "gvlab.diffusion.discrete",
+    "shuffle_chunks": "gvlab.diffusion.discrete",
+    "other_class_negatives": "gvlab.diffusion.discrete",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -125,3 +139,13 @@ if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
     from gvlab.diffusion.likelihood import gaussian_prior_log_prob as gaussian_prior_log_prob
     from gvlab.diffusion.likelihood import log_likelihood as log_likelihood
     from gvlab.diffusion.metrics import sliced_wasserstein as sliced_wasserstein
+    from gvlab.diffusion.path import DiffusionPath as DiffusionPath
+    from gvlab.diffusion.path import GaussianPath as GaussianPath
+    from gvlab.diffusion.discrete import MaskAndReplace as MaskAndReplace
+    from gvlab.diffusion.discrete import variational_bound as variational_bound
+    from gvlab.diffusion.discrete import prior_term as prior_term
+    from gvlab.diffusion.discrete import auxiliary_term as auxiliary_term
+    from gvlab.diffusion.discrete import contrastive_term as contrastive_term
+    from gvlab.diffusion.discrete import ancestral_sample as ancestral_sample
+    from gvlab.diffusion.discrete import shuffle_chunks as shuffle_chunks
+    from gvlab.diffusion.discrete import other_class_negatives as other_class_negatives

@@ -1,0 +1,1 @@
+"""discrete-diffusion experiments (see each module's docstring)."""

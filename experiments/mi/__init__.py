@@ -1,0 +1,1 @@
+"""Mutual-information experiments (see each module's docstring)."""
