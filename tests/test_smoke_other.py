@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import gvlab
-from tests.smoke import check_smoke_run_and_restore, names_in
+from tests.smoke import GROUPS, check_smoke_run_and_restore, names_in
 
 
 @pytest.mark.parametrize("name", names_in("other"))
@@ -14,5 +14,5 @@ def test_runs_in_smoke_profile_and_restores_its_checkpoint(name, tmp_path):
 
 
 def test_the_smoke_files_cover_every_experiment_once():
-    names = [name for group in ("fbm", "collapse", "inverse", "edges", "other") for name in names_in(group)]
+    names = [name for group in (*GROUPS, "other") for name in names_in(group)]
     assert sorted(names) == sorted(gvlab.names())
