@@ -108,6 +108,7 @@ EXPECTED = {
                       "gaussian_posterior", "make_random_inpainting"},
     "gvlab.attacks": {"fgsm", "pgd", "bpda", "per_example_loss"},
     "gvlab.unlearning": {"classifier", "evaluate", "forget", "laf"},
+    "gvlab.mi": {"generator", "infonce", "views"},
     "gvlab.ib": {"make", "Config", "stack_args", "information_plane"},
     "gvlab.defenses": {"lsq", "make_classifier", "quantise", "quantise_straight_through", "squeeze_bits"},
 }
