@@ -31,7 +31,6 @@ import dataclasses
 import json
 import math
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -43,7 +42,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.bench_pgd import cpu_name, cpu_threads, time_attacks  # noqa: E402
+from benchmarks import rounds  # noqa: E402
 from gvlab.diffusion import discrete  # noqa: E402
 from gvlab.nn import TimeMLP  # noqa: E402
 
@@ -181,9 +180,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     prob = Problem(batch=args.batch)
-    threads = cpu_threads()
+    threads = rounds.cpu_threads()
     torch.set_num_threads(threads)
-    machine = {"cpu": cpu_name(), "cores_usable": threads, "jax": jax.__version__, "torch": torch.__version__,
+    machine = {"cpu": rounds.cpu_name(), "cores_usable": threads, "jax": jax.__version__, "torch": torch.__version__,
                "backend": jax.default_backend()}
     print(" ".join(f"{k} {v}," for k, v in machine.items()).rstrip(","), file=sys.stderr)
 
@@ -197,34 +196,16 @@ def main(argv: list[str] | None = None) -> dict:
     if threads > 1:
         samplers["torch-1thr"] = TorchSampler(prob, path, net, params, labels, 1)
     block = {name: jax.block_until_ready if name == "gvlab" else (lambda _: None) for name in samplers}
-    names = list(samplers)
     load_before = os.getloadavg()
-    for name in names:
-        time_attacks(samplers[name], 2, block[name])
-    seconds = {name: [] for name in names}
-    for r in range(args.repeats):
-        for name in names[r % len(names):] + names[:r % len(names)]:
-            seconds[name].append(time_attacks(samplers[name], args.calls, block[name]))
+    seconds = rounds.interleaved(samplers, args.calls, args.repeats, block)
     load_after = os.getloadavg()
-    best = {name: min(ts) for name, ts in seconds.items()}
-    median = {name: statistics.median(ts) for name, ts in seconds.items()}
-    fastest = min((n for n in names if n.startswith("torch")), key=lambda n: best[n])
-    results = {
-        "problem": dataclasses.asdict(prob), "machine": machine, "agreement": report, "compile_s": compile_s,
-        "loadavg_before": load_before, "loadavg_after": load_after,
-        "sequences_per_s": {n: [prob.batch / t for t in ts] for n, ts in seconds.items()},
-        "fastest_torch": fastest, "torch_over_gvlab_min": best[fastest] / best["gvlab"],
-        "torch_over_gvlab_median": median[fastest] / median["gvlab"],
-        "torch_same_threads_over_gvlab_min": best[f"torch-{threads}thr"] / best["gvlab"],
-    }
+    results = {"problem": dataclasses.asdict(prob), "machine": machine, "agreement": report, "compile_s": compile_s,
+               "loadavg_before": load_before, "loadavg_after": load_after,
+               **rounds.against_gvlab(seconds, prob.batch, "sequences", threads)}
     print(f"compile: gvlab {compile_s:.2f} s (excluded); load average {load_before[0]:.2f} before, "
           f"{load_after[0]:.2f} after, on {threads} cores")
     print(f"sequences/s ({args.calls} calls of {prob.batch} sequences per round, {args.repeats} rounds)")
-    for name in names:
-        rates = " ".join(f"{v:8.0f}" for v in results["sequences_per_s"][name])
-        print(f"  {name:12s} {rates}   best {prob.batch / best[name]:8.0f}  median {prob.batch / median[name]:8.0f}")
-    print(f"  {fastest} / gvlab (time per call): {results['torch_over_gvlab_min']:.2f}x (best), "
-          f"{results['torch_over_gvlab_median']:.2f}x (median)")
+    rounds.print_rates(results, prob.batch, "sequences", "call")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return results

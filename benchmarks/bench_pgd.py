@@ -33,8 +33,6 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -46,6 +44,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from benchmarks import rounds  # noqa: E402
 from gvlab.attacks import pgd  # noqa: E402
 from gvlab.data import digits as digits_data  # noqa: E402
 from gvlab.defenses import make_classifier  # noqa: E402
@@ -147,29 +146,6 @@ def check_agreement(prob: Problem, x_jax, x_torch) -> dict:
     return report
 
 
-def time_attacks(attack, count: int, block) -> float:
-    """Wall seconds per attack over `count` back-to-back calls; `block(out)` waits for the last one."""
-    t0 = time.perf_counter()
-    out = None
-    for _ in range(count):
-        out = attack()
-    block(out)
-    return (time.perf_counter() - t0) / count
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")),
-                        platform.processor())
-    except OSError:
-        return platform.processor()
-
-
-def cpu_threads() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, default=1024)
@@ -178,9 +154,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     prob = Problem(batch=args.batch)
-    threads = cpu_threads()
+    threads = rounds.cpu_threads()
     torch.set_num_threads(threads)
-    machine = {"cpu": cpu_name(), "cores_usable": threads, "jax": jax.__version__,
+    machine = {"cpu": rounds.cpu_name(), "cores_usable": threads, "jax": jax.__version__,
                "torch": torch.__version__, "backend": jax.default_backend()}
     print(" ".join(f"{k} {v}," for k, v in machine.items()).rstrip(","), file=sys.stderr)
 
@@ -194,36 +170,16 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"agreement (batch {prob.batch}, PGD-{prob.steps}, eps {prob.eps}): {report}")
 
     block = {name: jax.block_until_ready if name == "gvlab" else (lambda _: None) for name in attacks}
-    names = list(attacks)
     load_before = os.getloadavg()
-    for name in names:
-        time_attacks(attacks[name], 2, block[name])
-    seconds = {name: [] for name in names}
-    for r in range(args.repeats):
-        for name in names[r % len(names):] + names[:r % len(names)]:
-            seconds[name].append(time_attacks(attacks[name], args.attacks, block[name]))
+    seconds = rounds.interleaved(attacks, args.attacks, args.repeats, block)
     load_after = os.getloadavg()
-    best = {name: min(ts) for name, ts in seconds.items()}
-    median = {name: statistics.median(ts) for name, ts in seconds.items()}
-    torch_names = [n for n in names if n.startswith("torch")]
-    fastest = min(torch_names, key=lambda n: best[n])
-    results = {
-        "problem": dataclasses.asdict(prob), "machine": machine, "agreement": report, "compile_s": compile_s,
-        "loadavg_before": load_before, "loadavg_after": load_after,
-        "examples_per_s": {n: [prob.batch / t for t in ts] for n, ts in seconds.items()},
-        "fastest_torch": fastest,
-        "torch_over_gvlab_min": best[fastest] / best["gvlab"],
-        "torch_over_gvlab_median": median[fastest] / median["gvlab"],
-        "torch_same_threads_over_gvlab_min": best[f"torch-{threads}thr"] / best["gvlab"],
-    }
+    results = {"problem": dataclasses.asdict(prob), "machine": machine, "agreement": report, "compile_s": compile_s,
+               "loadavg_before": load_before, "loadavg_after": load_after,
+               **rounds.against_gvlab(seconds, prob.batch, "examples", threads)}
     print(f"compile: gvlab {compile_s:.2f} s (excluded); load average {load_before[0]:.2f} before, "
           f"{load_after[0]:.2f} after, on {threads} cores")
     print(f"examples/s ({args.attacks} attacks of {prob.batch} examples per round, {args.repeats} rounds)")
-    for name in names:
-        rates = " ".join(f"{v:9.0f}" for v in results["examples_per_s"][name])
-        print(f"  {name:12s} {rates}   best {prob.batch / best[name]:9.0f}  median {prob.batch / median[name]:9.0f}")
-    print(f"  {fastest} / gvlab (time per attack): {results['torch_over_gvlab_min']:.2f}x (best), "
-          f"{results['torch_over_gvlab_median']:.2f}x (median)")
+    rounds.print_rates(results, prob.batch, "examples", "attack")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return results
