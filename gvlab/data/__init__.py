@@ -3,6 +3,11 @@
 Modules: `digits` (scikit-learn's 8x8 digits), `batching` (epoch and sampled batch sources), `pfsm`
 (probabilistic finite-state-machine sequences), `balls` (fBM-driven ball videos), `shapes` (dSprites-lite images
 with known factors), `correlated` (input-output pairs of chosen correlation, for the CVAE collapse study).
+
+Data that is not a dense array (sequences of different lengths, scenes with different numbers of agents, graphs
+with different numbers of nodes) follows one convention, `padded`: values padded to a fixed size plus a boolean
+mask, reduced only through its masked functions. Files the project cannot ship are read from a folder the user
+gives and checked against known SHA-256 digests by `external`.
 """
 
 from gvlab.data import digits as digits
