@@ -28,9 +28,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -180,11 +178,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     prob = Problem(batch=args.batch)
-    threads = rounds.cpu_threads()
-    torch.set_num_threads(threads)
-    machine = {"cpu": rounds.cpu_name(), "cores_usable": threads, "jax": jax.__version__, "torch": torch.__version__,
-               "backend": jax.default_backend()}
-    print(" ".join(f"{k} {v}," for k, v in machine.items()).rstrip(","), file=sys.stderr)
+    threads, machine = rounds.machine(torch)
 
     path, net, params, labels, key = make_inputs(prob)
     compiled, compile_s = jax_sampler(prob, path, net, params, labels, key)
@@ -195,20 +189,10 @@ def main(argv: list[str] | None = None) -> dict:
                 f"torch-{threads}thr": TorchSampler(prob, path, net, params, labels, threads)}
     if threads > 1:
         samplers["torch-1thr"] = TorchSampler(prob, path, net, params, labels, 1)
-    block = {name: jax.block_until_ready if name == "gvlab" else (lambda _: None) for name in samplers}
-    load_before = os.getloadavg()
-    seconds = rounds.interleaved(samplers, args.calls, args.repeats, block)
-    load_after = os.getloadavg()
-    results = {"problem": dataclasses.asdict(prob), "machine": machine, "agreement": report, "compile_s": compile_s,
-               "loadavg_before": load_before, "loadavg_after": load_after,
-               **rounds.against_gvlab(seconds, prob.batch, "sequences", threads)}
-    print(f"compile: gvlab {compile_s:.2f} s (excluded); load average {load_before[0]:.2f} before, "
-          f"{load_after[0]:.2f} after, on {threads} cores")
-    print(f"sequences/s ({args.calls} calls of {prob.batch} sequences per round, {args.repeats} rounds)")
-    rounds.print_rates(results, prob.batch, "sequences", "call")
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
-    return results
+    return rounds.compare(samplers, calls=args.calls, repeats=args.repeats, batch=prob.batch, unit="sequences",
+                          what="call", threads=threads, json_path=args.json,
+                          base={"problem": dataclasses.asdict(prob), "machine": machine, "agreement": report,
+                                "compile_s": compile_s})
 
 
 if __name__ == "__main__":

@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -154,11 +152,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     prob = Problem(batch=args.batch)
-    threads = rounds.cpu_threads()
-    torch.set_num_threads(threads)
-    machine = {"cpu": rounds.cpu_name(), "cores_usable": threads, "jax": jax.__version__,
-               "torch": torch.__version__, "backend": jax.default_backend()}
-    print(" ".join(f"{k} {v}," for k, v in machine.items()).rstrip(","), file=sys.stderr)
+    threads, machine = rounds.machine(torch)
 
     params, predict, x, y, key = make_inputs(prob)
     compiled, compile_s = jax_attack(prob, params, predict, x, y, key)
@@ -169,20 +163,10 @@ def main(argv: list[str] | None = None) -> dict:
     report = check_agreement(prob, attacks["gvlab"](), attacks[f"torch-{threads}thr"]())
     print(f"agreement (batch {prob.batch}, PGD-{prob.steps}, eps {prob.eps}): {report}")
 
-    block = {name: jax.block_until_ready if name == "gvlab" else (lambda _: None) for name in attacks}
-    load_before = os.getloadavg()
-    seconds = rounds.interleaved(attacks, args.attacks, args.repeats, block)
-    load_after = os.getloadavg()
-    results = {"problem": dataclasses.asdict(prob), "machine": machine, "agreement": report, "compile_s": compile_s,
-               "loadavg_before": load_before, "loadavg_after": load_after,
-               **rounds.against_gvlab(seconds, prob.batch, "examples", threads)}
-    print(f"compile: gvlab {compile_s:.2f} s (excluded); load average {load_before[0]:.2f} before, "
-          f"{load_after[0]:.2f} after, on {threads} cores")
-    print(f"examples/s ({args.attacks} attacks of {prob.batch} examples per round, {args.repeats} rounds)")
-    rounds.print_rates(results, prob.batch, "examples", "attack")
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
-    return results
+    return rounds.compare(attacks, calls=args.attacks, repeats=args.repeats, batch=prob.batch, unit="examples",
+                          what="attack", threads=threads, json_path=args.json,
+                          base={"problem": dataclasses.asdict(prob), "machine": machine, "agreement": report,
+                                "compile_s": compile_s})
 
 
 if __name__ == "__main__":

@@ -66,3 +66,40 @@ def print_rates(results: dict, batch: int, unit: str, what: str) -> None:
               f"median {batch / results['median_s'][name]:9.0f}")
     print(f"  {results['fastest_torch']} / gvlab (time per {what}): {results['torch_over_gvlab_min']:.2f}x (best), "
           f"{results['torch_over_gvlab_median']:.2f}x (median)")
+
+
+def machine(torch) -> tuple[int, dict]:
+    """Give torch every usable core, print the machine's description to stderr, return (threads, description)."""
+    import sys
+
+    import jax
+
+    threads = cpu_threads()
+    torch.set_num_threads(threads)
+    described = {"cpu": cpu_name(), "cores_usable": threads, "jax": jax.__version__, "torch": torch.__version__,
+                 "backend": jax.default_backend()}
+    print(" ".join(f"{k} {v}," for k, v in described.items()).rstrip(","), file=sys.stderr)
+    return threads, described
+
+
+def compare(contenders: dict[str, Callable], *, calls: int, repeats: int, batch: int, unit: str, what: str,
+            threads: int, base: dict, json_path=None) -> dict:
+    """Time gvlab (the "gvlab" contender, blocked on its result) against torch variants in interleaved rounds,
+    print the rates and ratios, add them to `base` (problem, machine, agreement, compile time) and write JSON."""
+    import json
+
+    import jax
+
+    block = {name: jax.block_until_ready if name == "gvlab" else (lambda _: None) for name in contenders}
+    load_before = os.getloadavg()
+    seconds = interleaved(contenders, calls, repeats, block)
+    load_after = os.getloadavg()
+    results = {**base, "loadavg_before": load_before, "loadavg_after": load_after,
+               **against_gvlab(seconds, batch, unit, threads)}
+    print(f"compile: gvlab {base.get('compile_s', float('nan')):.2f} s (excluded); load average "
+          f"{load_before[0]:.2f} before, {load_after[0]:.2f} after, on {threads} cores")
+    print(f"{unit}/s ({calls} {what}s of {batch} {unit} per round, {repeats} rounds)")
+    print_rates(results, batch, unit, what)
+    if json_path:
+        json_path.write_text(json.dumps(results, indent=2))
+    return results
