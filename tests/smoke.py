@@ -1,7 +1,8 @@
 """The smoke-profile check every registered experiment passes, shared by tests/test_smoke_*.py.
 
 The experiments are split over test files by name prefix (`fbm/`; `collapse/` and `representations/`; `inverse/`;
-`instability/`, `vi/` and `continual/`; `unlearning/`, `adversarial/`, `ib/` and `bnn/`; `discrete/`, `inr/`, `mi/` and `compression/`; the rest), each a few minutes of one worker, so that `pytest -n 2 --dist loadfile` spreads them over both workers;
+`instability/`, `vi/` and `continual/`; `unlearning/`, `adversarial/`, `ib/` and `bnn/`; `discrete/`, `inr/`, `mi/` and `compression/`;
+`motion/`, `robotics/`, `speech/` and `ehr/`; the rest), each a few minutes of one worker, so that `pytest -n 2 --dist loadfile` spreads them over both workers;
 together the files cover every registered name (checked).
 """
 
@@ -15,7 +16,8 @@ import gvlab
 
 GROUPS = {"fbm": ("fbm/",), "collapse": ("collapse/", "representations/"), "inverse": ("inverse/",),
           "edges": ("instability/", "vi/", "continual/"), "robust": ("unlearning/", "adversarial/", "ib/", "bnn/"),
-          "structured": ("discrete/", "inr/", "mi/", "compression/")}
+          "structured": ("discrete/", "inr/", "mi/", "compression/"),
+          "sequences": ("motion/", "robotics/", "speech/", "ehr/")}
 
 
 def names_in(group: str) -> list[str]:
