@@ -15,12 +15,22 @@ With u = ((x + 1) W - 1) / 2 and v = ((y + 1) H - 1) / 2 the continuous cell ind
 
 which equals `jax.scipy.ndimage.map_coordinates(g[..., k], (v, u), order=1, mode="nearest")` per channel (the test's
 oracle). Everything is pure jnp: jit, vmap and grad (in the grid and in the coordinates) go through.
+
+A batch of queries (`Coords`) is either points `[B, P, 2]` or a product grid `(xs [B, X], ys [B, Y])`: the points
+(xs[b, j], ys[b, i]) in row-major order, P = Y X (a full image or a crop window, `window_axes`). `lookup` reads a
+batch of grids at either; the product form uses `bilinear_product` (no gathers).
 """
 
 from __future__ import annotations
 
+import functools
+from typing import Union
+
+import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
+
+Coords = Union[Float[Array, "B P 2"], tuple[Float[Array, "B X"], Float[Array, "B Y"]]]
 
 
 def pixel_grid(resolution: int, lower: Float[Array, "2"] | tuple[float, float] = (-1.0, -1.0),
@@ -31,13 +41,37 @@ def pixel_grid(resolution: int, lower: Float[Array, "2"] | tuple[float, float] =
     with `hstart = -(R-1)/R`). A crop (DDMI's multi-scale training) is a smaller window: `size = 1` is the relative
     scale 1/2.
     """
+    xs, ys = window_axes(resolution, lower, size)
+    return jnp.stack(jnp.broadcast_arrays(xs[None, :], ys[:, None]), axis=-1)
+
+
+def window_axes(resolution: int, lower: Float[Array, "*batch 2"] | tuple[float, float] = (-1.0, -1.0),
+                size: float | Float[Array, "*batch"] = 2.0) -> tuple[Float[Array, "*batch R"], Float[Array, "*batch R"]]:
+    """The x and y pixel-centre axes of `pixel_grid` (`lower [..., 2]` and `size [...]` may carry batch axes):
+    `(xs, ys)` with xs_j = lower_x + (j + 1/2) size / R, the product-grid form of `Coords`."""
     if resolution < 1:
         raise ValueError(f"resolution must be >= 1, got {resolution}")
     lower = jnp.asarray(lower, jnp.float32)
-    offsets = (jnp.arange(resolution, dtype=jnp.float32) + 0.5) * (size / resolution)
-    x = lower[0] + offsets[None, :]
-    y = lower[1] + offsets[:, None]
-    return jnp.stack(jnp.broadcast_arrays(x, y), axis=-1)
+    size = jnp.asarray(size, jnp.float32)[..., None]
+    offsets = ((jnp.arange(resolution, dtype=jnp.float32) + 0.5) / resolution).reshape((1,) * (size.ndim - 1) + (-1,))
+    return lower[..., 0:1] + offsets * size, lower[..., 1:2] + offsets * size
+
+
+def points(coords: Coords) -> Float[Array, "B P 2"]:
+    """Coordinates as points `[B, P, 2]` (a product grid `(xs, ys)` is expanded row-major)."""
+    if isinstance(coords, tuple):
+        xs, ys = coords
+        x, y = jnp.broadcast_arrays(xs[:, None, :], ys[:, :, None])
+        return jnp.stack([x, y], axis=-1).reshape(xs.shape[0], -1, 2)
+    return coords
+
+
+def lookup(grids: Float[Array, "B H W C"], coords: Coords) -> Float[Array, "B P C"]:
+    """`bilinear` of each grid of a batch at its coordinates (points or a product grid, module docstring)."""
+    if isinstance(coords, tuple):
+        values = jax.vmap(bilinear_product)(grids, *coords)
+        return values.reshape(values.shape[0], -1, values.shape[-1])
+    return jax.vmap(bilinear)(grids, coords)
 
 
 def bilinear(grid: Float[Array, "H W C"], coords: Float[Array, "*points 2"]) -> Float[Array, "*points C"]:
@@ -76,6 +110,17 @@ def bilinear_product(grid: Float[Array, "H W C"], xs: Float[Array, " X"], ys: Fl
         raise ValueError(f"expected grid [H, W, C], xs [X], ys [Y]; got {grid.shape}, {xs.shape}, {ys.shape}")
     rows = jnp.einsum("yh,hwc->ywc", _hat_weights(ys, grid.shape[0]), grid)
     return jnp.einsum("xw,ywc->yxc", _hat_weights(xs, grid.shape[1]), rows)
+
+
+@functools.partial(jax.jit, static_argnames="resolution")
+def resize(images: Float[Array, "B H W"], resolution: int) -> Float[Array, "B R R"]:
+    """Bilinear resampling of square images to R x R, each image read as a grid (`bilinear`, pixel centres,
+    border padding): PyTorch's `F.interpolate(..., mode="bilinear", align_corners=False)` for upsampling. An
+    odd factor k reproduces the image at the coinciding centres (pixel i of R/k is pixel k i + (k - 1)/2 of R)."""
+    if images.ndim != 3:
+        raise ValueError(f"images must be [B, H, W], got shape {images.shape}")
+    xs, ys = window_axes(resolution)
+    return jax.vmap(lambda g: bilinear_product(g[..., None], xs, ys)[..., 0])(images)
 
 
 def fourier_features(coords: Float[Array, "*points D"], num_frequencies: int) -> Float[Array, "*points F"]:

@@ -6,9 +6,9 @@ latents with LSGM's *mixed prediction* (Vahdat et al. 2021, Eq. 5; `get_mixed_pr
     eps_hat(x_t, t) = (1 - sigmoid(m)) sigma_t x_t + sigmoid(m) eps_theta(x_t, t),     m init -6 (`mixed_init`),
 
 a learnable per-channel logit m: the first term is the exact eps of a standard-normal latent, so the network only
-learns the correction. `MixedPrediction` wraps any `(x, t) -> eps` network; `make_latent_diffusion` trains it with
-`gvlab.diffusion.make_method` (the unit-weighted eps loss) and `sample_latents` draws with `gvlab.diffusion.sample`
-(DDIM, eta = 0, as DDMI's `sampling_timesteps: 50`).
+learns the correction. `MixedPrediction` (`gvlab.nn.inr`, re-exported here) wraps any `(x, t) -> eps` network;
+`make_latent_diffusion` trains it with `gvlab.diffusion.make_method` (the unit-weighted eps loss) and
+`sample_latents` draws with `gvlab.diffusion.sample` (DDIM, eta = 0, as DDMI's `sampling_timesteps: 50`).
 
 The Frechet distance of two sample sets in a fixed feature space (FID's formula, Heusel et al. 2017):
 
@@ -20,31 +20,20 @@ axes of reference data) once, so every model's samples are measured in the same 
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from typing import TYPE_CHECKING, Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from gvlab.diffusion import losses, samplers
 from gvlab.diffusion.schedules import Schedule
+from gvlab.nn.inr import MixedPrediction as MixedPrediction
 from gvlab.types import Method, Params
 
-
-class MixedPrediction(nn.Module):
-    """`(x [B, d], t [B]) -> eps_hat [B, d]`: LSGM's mixed prediction around `network` (module docstring)."""
-
-    network: nn.Module
-    schedule: Schedule
-    mixed_init: float = -6.0
-
-    @nn.compact
-    def __call__(self, x: Float[Array, "B d"], t: Array) -> Float[Array, "B d"]:
-        logit = self.param("mixing_logit", nn.initializers.constant(self.mixed_init), (x.shape[-1],))
-        t_B = jnp.broadcast_to(jnp.asarray(t, x.dtype), x.shape[:1])
-        coeff = jax.nn.sigmoid(logit)
-        return (1.0 - coeff[None]) * self.schedule.sigma(t_B)[:, None] * x + coeff[None] * self.network(x, t_B)
+if TYPE_CHECKING:  # annotations only: flax.linen is imported by gvlab.nn
+    import flax.linen as nn
 
 
 def make_latent_diffusion(network: nn.Module, schedule: Schedule, mixed_init: float | None = -6.0
@@ -62,6 +51,7 @@ def sample_latents(module: nn.Module, params: Params, schedule: Schedule, key: P
     return samplers.sample(sampler, model, schedule, key, (num, dim), num_steps).x
 
 
+@functools.partial(jax.jit, static_argnames="num_components")
 def pca_features(reference: Float[Array, "N D"], num_components: int) -> dict[str, Array]:
     """The fixed feature map: mean and top principal axes `[D, k]` of the reference rows."""
     if not 1 <= num_components <= min(reference.shape):
@@ -81,6 +71,7 @@ def _sqrtm_psd(matrix: Array) -> Array:
     return (vectors * jnp.sqrt(jnp.clip(values, 0.0))[None]) @ vectors.T
 
 
+@jax.jit
 def frechet_distance(a: Float[Array, "N k"], b: Float[Array, "M k"]) -> Float[Array, ""]:
     """Frechet distance between Gaussians fitted to two sample sets (module docstring)."""
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
@@ -90,3 +81,9 @@ def frechet_distance(a: Float[Array, "N k"], b: Float[Array, "M k"]) -> Float[Ar
     root_a = _sqrtm_psd(cov_a)
     cross = _sqrtm_psd(root_a @ cov_b @ root_a)
     return jnp.sum(jnp.square(mu_a - mu_b)) + jnp.trace(cov_a) + jnp.trace(cov_b) - 2.0 * jnp.trace(cross)
+
+
+@jax.jit
+def pca_frechet_distance(features: dict[str, Any], a: Float[Array, "N D"], b: Float[Array, "M D"]) -> Float[Array, ""]:
+    """`frechet_distance` of two sets of rows (e.g. flattened images) in the `pca_features` space."""
+    return frechet_distance(project(features, a), project(features, b))

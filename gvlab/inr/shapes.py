@@ -20,6 +20,8 @@ pseudo-distance (exact for circles). Rendering is a pure jnp function of (parame
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
@@ -33,6 +35,7 @@ Params = dict[str, Array]
 "gradient": [..., 2]}`."""
 
 
+@functools.partial(jax.jit, static_argnames="num")  # one program instead of a dozen eagerly compiled ops
 def sample(key: PRNGKeyArray, num: int) -> Params:
     """Parameters of `num` random images (module docstring), a pure function of the key."""
     keys = jax.random.split(key, 6)
@@ -66,6 +69,7 @@ def render(params: Params, coords: Float[Array, "*points 2"], edge: float = EDGE
     return value
 
 
+@functools.partial(jax.jit, static_argnames=("resolution", "edge"))
 def render_images(params: Params, resolution: int, edge: float = EDGE) -> Float[Array, "B R R"]:
     """Exact R x R renders (values at the pixel centres of `pixel_grid`) of a batch of parameters `[B, ...]`."""
     coords = pixel_grid(resolution)
