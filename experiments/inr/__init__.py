@@ -1,0 +1,1 @@
+"""inr experiments (see each module's docstring)."""
