@@ -1,0 +1,1 @@
+"""robotics experiments (see each module's docstring)."""
