@@ -21,7 +21,9 @@ import optax
 
 from gvlab.bayes import mlp as bayes_mlp
 from gvlab.bayes import ssvi
+from gvlab.imitation import policies
 from gvlab.models import binary_perceptron, fractional_sde, hvae, pvrnn, vae, video_sde, vrnn
+from gvlab.nn.policy import GaussianPolicy, Sequencer
 from gvlab.types import Batch, Method
 
 
@@ -83,6 +85,17 @@ _VIDEO = video_sde.Config(size=4, num_frames=4, cond_frames=2, latent_dim=1, ste
 _BAYES_MLP = bayes_mlp.Config(hidden=(8,), num_classes=4, num_data=8, prior_std=1.0, kl_weight=0.1, init_std=0.05)
 
 
+def routing_rows(num: int = 8, history: int = 6) -> Batch:
+    """Hierarchical behaviour-cloning rows (`gvlab.imitation.policies`): routing (obs, action) pairs and primitive
+    decisions with `Padded`-style histories of random lengths (mask True on real entries, first)."""
+    obs_key, ids_key, len_key, label_key = jax.random.split(jax.random.key(9), 4)
+    obs = jax.random.normal(obs_key, (num, 9))
+    mask = jnp.arange(history)[None] < jax.random.randint(len_key, (num, 1), 0, history + 1)
+    return {"route": {"obs": obs, "action": jnp.tanh(obs[:, :2]) * 0.9},
+            "decision": {"obs": obs, "ids": jax.random.randint(ids_key, (num, history), 1, 5), "mask": mask,
+                         "label": jax.random.randint(label_key, (num,), 0, 4)}}
+
+
 def _labelled_images() -> Batch:
     """`images()` with a class label per image: the row of its bar."""
     return {**images(), "y": jnp.argmax(images()["x"][:, :, 0], axis=-1)}
@@ -104,4 +117,7 @@ CATALOGUE: dict[str, Callable[[], Toy]] = {
     # Sparse supports that move: a quarter of each layer, updated every other step (custom step via make_step).
     "ssvi": lambda: Toy(ssvi.make(ssvi.Config(model=_BAYES_MLP, density=0.25, update_every=2, t_end=12,
                                               drop_fraction=0.5)), _labelled_images(), optax.adam(1e-2)),
+    # Both levels of the hierarchical imitation policy in one loss (tanh-Gaussian primitive + history sequencer).
+    "hierarchical_bc": lambda: Toy(policies.make_hierarchical(GaussianPolicy(2, (8,)), Sequencer(4, hidden=8)),
+                                   routing_rows(), optax.adam(1e-2)),
 }
