@@ -15,7 +15,7 @@ Gradients are clipped to global norm `clip_norm` first.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -132,3 +132,21 @@ class PartOptimizers(NamedTuple):
 def by_part(**parts: optax.GradientTransformation) -> PartOptimizers:
     """`by_part(generator=optax.adam(1e-3), critic=optax.sgd(1e-2))`: one optimiser per parameter part."""
     return PartOptimizers(parts=dict(parts))
+
+
+def frozen(tx: optax.GradientTransformation,
+           trainable: Callable[[tuple[str, ...]], bool]) -> optax.GradientTransformation:
+    """`tx` on the parameters whose key path `trainable(path)` accepts; zero updates (and no state) for the rest.
+
+    A warm start with part of the parameters frozen, e.g. GCRL's low-shot adaptation:
+    `frozen(optax.adam(1e-3), lambda path: path[0] != "invariant")`. Paths are tuples of the dict keys (or
+    attribute names, sequence indices as strings) from the root of the parameter tree. Built on
+    `optax.multi_transform` with `optax.set_to_zero`, so frozen leaves stay bitwise equal under `apply_updates`.
+    """
+    from gvlab.train.warm import _path_names  # the key-path naming warm starts use
+
+    def labels(params):
+        return jax.tree_util.tree_map_with_path(
+            lambda path, _: "train" if trainable(_path_names(path)) else "frozen", params)
+
+    return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)

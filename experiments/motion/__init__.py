@@ -1,0 +1,1 @@
+"""motion experiments (see each module's docstring)."""
