@@ -1,0 +1,1 @@
+"""Electronic health records experiments (see each module's docstring)."""
