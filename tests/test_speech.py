@@ -160,3 +160,24 @@ def test_espeak_pitch_and_rate_are_controlled(tmp_path):
     assert speech.read_wav_bytes(open(next(tmp_path.glob("*.wav")), "rb").read()).dtype == np.float32
     with pytest.raises(DataError):
         speech.read_wav_bytes(b"not a wav")
+
+
+def test_audio_cache_defaults_outside_the_repo_and_falls_back_when_unwritable(tmp_path, monkeypatch):
+    import tempfile
+    from pathlib import Path
+
+    monkeypatch.delenv(speech.CACHE_ENV, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert speech.cache_dir() == tmp_path / "xdg" / "gvlab" / "espeak" and speech.cache_dir().is_dir()
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert not speech.cache_dir().is_relative_to(Path(__file__).resolve().parents[1])  # never inside the repo
+    # A user cache that cannot be created (its parent is a file, as with a read-only home): the temporary folder.
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "file"))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    assert speech.cache_dir() == tmp_path / "tmp" / "gvlab-espeak"
+    # Negative control: a folder asked for explicitly is used as given, and one that cannot be created is an error.
+    monkeypatch.setenv(speech.CACHE_ENV, str(tmp_path / "mine"))
+    assert speech.cache_dir() == tmp_path / "mine"
+    with pytest.raises(OSError):
+        speech.cache_dir(tmp_path / "file" / "sub")

@@ -5,8 +5,10 @@ pitch adjustment `-p` (0-99, 50 is the voice's default) and speaking rate `-s` (
 from integer ranges. Pitch and rate are the prosody factors the Capacitron experiment transfers and samples; the
 text is known to the model. espeak-ng is deterministic, so (text, pitch, rate) fixes the audio.
 
-The audio (16-bit mono WAV at 22.05 kHz, read from `espeak-ng --stdout`) is cached in a folder (default
-`~/.cache/gvlab/espeak`, or `$GVLAB_SPEECH_CACHE`): a file per (voice, pitch, rate, text), never committed.
+The audio (16-bit mono WAV at 22.05 kHz, read from `espeak-ng --stdout`) is cached in a folder outside the
+repository: `$GVLAB_SPEECH_CACHE`, else `$XDG_CACHE_HOME/gvlab/espeak` (`~/.cache/gvlab/espeak`), else,
+where that cannot be written (a read-only home in CI), `<tempdir>/gvlab-espeak`; a file per (voice, pitch, rate,
+text), never committed.
 Utterances have different lengths: text ids and features are `gvlab.data.padded.Padded` batches.
 
 Debian/Ubuntu package: `espeak-ng` (pulls `espeak-ng-data` and `libespeak-ng1`). Without it, `synthesise`
@@ -20,6 +22,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -50,11 +53,23 @@ def espeak_path() -> str:
 
 
 def cache_dir(folder: str | os.PathLike | None = None) -> Path:
-    """The audio cache: `folder`, else `$GVLAB_SPEECH_CACHE`, else `~/.cache/gvlab/espeak` (created)."""
-    chosen = folder or os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "gvlab" / "espeak"
-    path = Path(chosen).expanduser()
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    """The audio cache (created): `folder`, else `$GVLAB_SPEECH_CACHE`, else `$XDG_CACHE_HOME/gvlab/espeak`
+    (default `~/.cache/gvlab/espeak`, as `gvlab.compile_cache`), else `<tempdir>/gvlab-espeak` where the user cache
+    cannot be written. A folder given explicitly (argument or variable) that cannot be created is an error."""
+    chosen = folder or os.environ.get(CACHE_ENV)
+    if chosen:
+        path = Path(chosen).expanduser()
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    for path in (Path(base) / "gvlab" / "espeak", Path(tempfile.gettempdir()) / "gvlab-espeak"):
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(path, os.W_OK):
+            return path
+    raise DataError(f"no writable folder for the espeak-ng audio cache: set ${CACHE_ENV}")
 
 
 def read_wav_bytes(data: bytes) -> np.ndarray:
