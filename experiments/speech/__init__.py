@@ -1,0 +1,1 @@
+"""Speech experiments (see each module's docstring)."""
