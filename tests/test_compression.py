@@ -15,7 +15,7 @@ import pytest
 
 from gvlab.compression import coding, factorised, mixture
 from gvlab.compression import quantisers as vq
-from gvlab.compression.metrics import bd_rate, ms_ssim
+from gvlab.compression.metrics import bd_rate, bd_rate_with_reason, ms_ssim
 from gvlab.errors import ConfigError
 
 
@@ -33,7 +33,7 @@ def test_bitstream_decodes_exactly_and_its_length_is_the_ideal_code_length(coder
     np.testing.assert_array_equal(coding.decode(stream, probs, coder), symbols)
     ideal = coding.ideal_bits(symbols, probs)
     overhead = coding.payload_bits(stream) - ideal
-    assert 0.0 <= overhead <= 96.0, (ideal, overhead)  # a few 32-bit words, whatever N is
+    assert 0.0 <= overhead <= coding.FLUSH_BITS, (ideal, overhead)  # the flush constant, whatever N is
     assert len(stream) - coding.HEADER_BYTES == coding.payload_bits(stream) // 8
     # One shared row, and a probability of exactly 0 for an observed symbol: the floor keeps it codable.
     shared = np.array([0.5, 0.5, 0.0, 0.0])
@@ -127,6 +127,34 @@ def test_mixture_log_likelihood_against_direct_computation():
     assert set(np.unique(np.asarray(s))) <= {0.0, 1.0}
 
 
+def test_mixture_em_update_and_ml_precision():
+    # Oracle: samples of N(c_k, sigma^2 I) assigned to their true component; with decay 0 one EM step gives the
+    # component means, frequencies, and kappa = 1 / (2 sigma^2) (the closed-form ML precision).
+    rng = np.random.default_rng(0)
+    m, k, d, n, sigma = 1, 3, 4, 8000, 0.3
+    centres = rng.normal(size=(m, k, d)) * 3
+    labels = rng.choice(k, size=(n, m), p=[0.5, 0.3, 0.2])
+    y = jnp.asarray(centres[0][labels[:, 0]][:, None] + sigma * rng.normal(size=(n, m, d)), jnp.float32)
+    state = vq.init_ema(jnp.asarray(centres, jnp.float32))
+    state["sq_residual"] = jnp.ones(m)
+    new = mixture.em_update(state, y, jnp.asarray(labels), 0.0)
+    np.testing.assert_allclose(vq.ema_probabilities(new, floor=0.0)[0], np.bincount(labels[:, 0]) / n, atol=1e-6)
+    np.testing.assert_allclose(vq.ema_codebooks(new)[0], centres[0], atol=0.02)
+    kappa = mixture.ml_precision(new["sq_residual"], d)
+    np.testing.assert_allclose(kappa, 1 / (2 * sigma ** 2), rtol=0.03)
+    # kappa maximises the UMG likelihood of the assigned sub-vectors (one component each) over the precision.
+    residual = y - jnp.asarray(centres[0][labels[:, 0]][:, None], jnp.float32)  # N(y; c, s^2) = N(y - c; 0, s^2)
+
+    def loglik(scale):
+        return float(jnp.sum(mixture.log_prob(residual, jnp.zeros((m, 1, d)), jnp.zeros((m, 1)),
+                                              jnp.log(kappa * scale))))
+
+    assert loglik(1.0) > max(loglik(0.8), loglik(1.25))
+    # Negative control: other noise, other precision.
+    wider = mixture.em_update(state, y * 2.0, jnp.asarray(labels), 0.0)
+    assert float(mixture.ml_precision(wider["sq_residual"], d)[0]) < 0.5 * float(kappa[0])
+
+
 def test_factorised_table_is_a_distribution_matching_the_bins():
     loc, log_scale = jnp.array([0.3, -2.0]), jnp.array([0.0, 1.0])
     table = factorised.symbol_table(loc, log_scale, radius=6)
@@ -140,12 +168,21 @@ def test_factorised_table_is_a_distribution_matching_the_bins():
 def test_bd_rate_against_hand_computed_cases():
     psnr = np.array([0.0, 2.5, 5.0, 7.5, 10.0])
     anchor = np.exp(psnr / 10)
-    assert bd_rate(anchor, psnr, 0.9 * anchor, psnr) == pytest.approx(-0.1, abs=1e-9)
+    for r in (0.9, 0.5, 1.7):  # rates a constant factor r apart at every PSNR: BD-rate = r - 1 exactly
+        assert bd_rate(anchor, psnr, r * anchor, psnr) == pytest.approx(r - 1, abs=1e-9)
+    # The test curve sampled at other PSNRs of the same log-linear law: still exactly r - 1 on the overlap.
+    shifted = psnr[::-1] * 0.8 + 1.0
+    assert bd_rate(anchor, psnr, 0.9 * np.exp(shifted / 10), shifted) == pytest.approx(-0.1, abs=1e-9)
     # log R_test = P/5 - 1 against log R_anchor = P/10 on [0, 10]: mean difference = 10/20 - 1 = -0.5.
     assert bd_rate(anchor, psnr, np.exp(psnr / 5 - 1), psnr) == pytest.approx(np.exp(-0.5) - 1, abs=1e-9)
     assert bd_rate(anchor, psnr, anchor, psnr) == pytest.approx(0.0, abs=1e-12)  # negative control: no change
-    with pytest.raises(ConfigError):
-        bd_rate(anchor, psnr, anchor, psnr + 20.0)  # no overlap
+    # Undefined cases are NaN with a reason, never an extrapolated number.
+    value, reason = bd_rate_with_reason(anchor, psnr, anchor, psnr + 9.8)  # 0.2 dB overlap
+    assert np.isnan(value) and "overlap" in reason
+    assert np.isnan(bd_rate(anchor, psnr, anchor, psnr + 20.0))  # no overlap
+    wiggly = np.array([20.9, 18.1, 20.1, 20.2, 19.0])  # the early run's non-monotone mixture curve (shape only)
+    value, reason = bd_rate_with_reason(anchor, psnr, anchor[::-1] * 0.3, wiggly)
+    assert np.isnan(value) and "not monotone" in reason
     with pytest.raises(ConfigError):
         bd_rate(anchor[:3], psnr[:3], anchor[:3], psnr[:3])
 
@@ -157,3 +194,27 @@ def test_ms_ssim_two_scales_at_32x32():
     assert float(ms_ssim(noisy, x).max()) < 0.9
     with pytest.raises(ConfigError):
         ms_ssim(x, x, scales=3)  # 8x8 at the third scale is smaller than the window
+
+
+def _find(crop, region):
+    """Top-left corners where `crop` occurs exactly in `region` (corner pixels first, then the whole window)."""
+    h, w = crop.shape
+    rows, cols = np.nonzero((region[: region.shape[0] - h + 1, : region.shape[1] - w + 1] == crop[0, 0])
+                            & (region[h - 1:, w - 1:] == crop[-1, -1]))
+    return [(r, c) for r, c in zip(rows, cols) if np.array_equal(region[r:r + h, c:c + w], crop)]
+
+
+def test_photo_patches_are_crops_of_their_split_only():
+    from gvlab.data import patches
+
+    train = np.asarray(patches.photo_patches(jax.random.key(0), 3, "train", size=16))
+    test = np.asarray(patches.photo_patches(jax.random.key(0), 3, "test", size=16))
+    regions = {split: [r[:h, :w] for r, (h, w) in zip(*patches._sources(split, 16)[1:])]
+               for split in ("train", "test")}
+    for crops, split, other in ((train, "train", "test"), (test, "test", "train")):
+        for crop in crops:  # oracle: each crop is a window of one photograph's own region; negative: not the other's
+            assert any(_find(crop, r) for r in regions[split])
+            assert not any(_find(crop, r) for r in regions[other])
+    np.testing.assert_array_equal(patches.photo_patches(jax.random.key(0), 3, "train", size=16), train)  # pure
+    with pytest.raises(ConfigError):
+        patches.photo_patches(jax.random.key(0), 3, "val")

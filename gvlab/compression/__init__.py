@@ -3,7 +3,8 @@ bitstreams (`coding`, constriction), rate-distortion metrics (bpp, PSNR, MS-SSIM
 
 Submodules: `quantisers` (scalar and multi-codebook VQ, straight-through, commitment, EMA codebooks), `mixture`
 (UMG prior, probabilistic VQ), `factorised` (logistic factorised density), `coding` (constriction range/ANS coding),
-`metrics`, `codec` (transforms + the three quantisers as `Method`s), `data` (photograph patches).
+`metrics`, `codec` (transforms + the three quantisers as `Method`s). Photograph patches:
+`gvlab.data.patches.photo_patches`.
 PSNR is `gvlab.inverse.metrics.psnr` (re-exported here).
 """
 
@@ -12,6 +13,7 @@ from gvlab.compression import factorised as factorised
 from gvlab.compression import mixture as mixture
 from gvlab.compression import quantisers as quantisers
 from gvlab.compression.metrics import bd_rate as bd_rate
+from gvlab.compression.metrics import bd_rate_with_reason as bd_rate_with_reason
 from gvlab.compression.metrics import bits_per_pixel as bits_per_pixel
 from gvlab.compression.metrics import ms_ssim as ms_ssim
 from gvlab.inverse.metrics import psnr as psnr

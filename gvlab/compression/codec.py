@@ -15,9 +15,10 @@ members are very slow on CPU, while per-block matmuls batch over members). Three
 
 Loss: L = MSE(x, x_hat) + lambda * bpp, lambda = `args["rate_weight"]` (a member sweep traces one program per kind).
 McQuic's released code trains on distortion only (the rate fixed by K and m); the rate term here is what turns a
-lambda sweep into a rate-distortion curve (off with lambda = 0). For "mixture" the encoder sees the rate through the
-Gumbel straight-through sample s (bits = sum_k s_k (-log2 sg(pi_k))) while pi is fitted by maximum likelihood of
-the sampled codes (sum_k sg(s_k) (-log2 pi_k), the empirical frequencies McQuic tracks for its rANS coder).
+lambda sweep into a rate-distortion curve (off with lambda = 0). For "mixture" the encoder sees the rate through
+the straight-through sample s (bits = sum_k s_k (-log2 sg(pi_k))); the prior is fitted either by hard EM on sg(y)
+(`prior="em"`: codewords, pi and the closed-form ML kappa as moving averages in `TrainState.extra`) or by gradient
+of the UMG log-likelihood (`prior="gradient"`).
 """
 
 from __future__ import annotations
@@ -51,7 +52,16 @@ class Config:
         straight_through: mixture only: add the identity straight-through gradient from y_hat to y to the
             Gumbel-softmax one (McQuic's encoder gradient is the Gumbel-softmax one only: False follows it).
         gumbel: mixture only: train with Gumbel samples (McQuic, True) or the MAP component (False).
-        ema_decay: decay of the EMA codebooks (vq).
+        prior: mixture only: how the UMG prior (codewords, pi, kappa) is fitted. "em": hard-EM moving averages
+            of sg(y) in `TrainState.extra` (codewords = EMA means of their assigned sub-vectors, pi = EMA code
+            frequencies, kappa_j = d / (2 EMA mean ||y_j - c_jk*||^2), the closed-form maximum-likelihood
+            precision of a shared isotropic covariance under hard assignments); "gradient": trained by gradient
+            of the UMG log-likelihood of sg(y) and of the reconstruction (McQuic trains codewords and its
+            temperature by gradient, without a likelihood term).
+        assignment: mixture only: "posterior": the MAP component of the UMG posterior, argmax_k log pi_jk - kappa_j
+            ||y_j - c_jk||^2 (Gumbel sample in training if `gumbel`); "rd": the entropy-constrained rule of the vq,
+            argmin_k ||y_j - c_jk||^2 + lambda (-log2 pi_jk), in training and at test.
+        ema_decay: decay of the EMA codebooks (vq, and mixture with prior="em").
         radius: R of the scalar alphabet -R..R (scalar).
     """
 
@@ -63,6 +73,8 @@ class Config:
     commitment: float = 0.25
     straight_through: bool = True
     gumbel: bool = False
+    prior: str = "em"
+    assignment: str = "posterior"
     ema_decay: float = 0.99
     radius: int = 15
 
@@ -89,10 +101,13 @@ def _unblocks(v: Float[Array, "B h w P"]) -> Float[Array, "B H W"]:
     return v.reshape(b, h, w, STRIDE, STRIDE).transpose(0, 1, 3, 2, 4).reshape(b, h * STRIDE, w * STRIDE)
 
 
-def _dense_init(key, sizes):
-    keys = jax.random.split(key, len(sizes) - 1)
-    return {"w": [jax.random.normal(k, (i, o)) * jnp.sqrt(2.0 / i) for k, i, o in zip(keys, sizes[:-1], sizes[1:])],
-            "b": [jnp.zeros(o) for o in sizes[1:]]}
+def _dense_init(flat, sizes):
+    """He-normal weights cut from the standard normals `flat`, zero biases."""
+    weights, start = [], 0
+    for i, o in zip(sizes[:-1], sizes[1:]):
+        weights.append(flat[start:start + i * o].reshape(i, o) * jnp.sqrt(2.0 / i))
+        start += i * o
+    return {"w": weights, "b": [jnp.zeros(o) for o in sizes[1:]]}
 
 
 def _mlp(layers, h):
@@ -105,10 +120,12 @@ def _mlp(layers, h):
 
 def init_transforms(key, channels: int, latent: int) -> dict:
     """He-normal weights, zero biases: g_a = MLP P -> C -> C -> D per block, g_s = MLP D -> C -> C -> P."""
-    a_key, s_key = jax.random.split(key)
     pixels = STRIDE * STRIDE
-    return {"analysis": _dense_init(a_key, (pixels, channels, channels, latent)),
-            "synthesis": _dense_init(s_key, (latent, channels, channels, pixels))}
+    count = pixels * channels + channels * channels + channels * latent  # weights of each MLP
+    # One draw for both MLPs: one random-number program instead of one per layer (a smaller compile).
+    flat = jax.random.normal(key, (2 * count,))
+    return {"analysis": _dense_init(flat[:count], (pixels, channels, channels, latent)),
+            "synthesis": _dense_init(flat[count:], (latent, channels, channels, pixels))}
 
 
 def analyse(transforms: dict, x: Float[Array, "B H W"]) -> Float[Array, "B h w D"]:
@@ -127,12 +144,16 @@ def make(cfg: Config) -> Codec:
         raise ConfigError(f"codec kind must be 'mixture', 'vq' or 'scalar', got {cfg.kind!r}")
     if cfg.kind != "scalar" and cfg.latent % cfg.groups:
         raise ConfigError(f"{cfg.groups} groups do not divide the latent size {cfg.latent}")
+    if cfg.prior not in ("em", "gradient") or cfg.assignment not in ("posterior", "rd"):
+        raise ConfigError(f"prior must be 'em' or 'gradient' and assignment 'posterior' or 'rd', got {cfg.prior!r}, "
+                          f"{cfg.assignment!r}")
     m, k, d = cfg.groups, cfg.codebook_size, cfg.latent // max(cfg.groups, 1)
+    uses_extra = cfg.kind == "vq" or (cfg.kind == "mixture" and cfg.prior == "em")  # EMA state in TrainState.extra
 
     def init(key, batch):
         t_key, q_key = jax.random.split(key)
         params = init_transforms(t_key, cfg.channels, cfg.latent)
-        if cfg.kind == "mixture":
+        if cfg.kind == "mixture" and cfg.prior == "gradient":
             # Codewords start at K latent vectors of the first batch (McQuic's SmallInit N(0, 2/(5d)) leaves most
             # codewords far from the latents at this scale, dead from the first step).
             params["quantiser"] = {"codebooks": _data_codebooks(q_key, params, batch["x"]),
@@ -144,15 +165,19 @@ def make(cfg: Config) -> Codec:
         return params
 
     def init_extra(key, batch, params):
-        if cfg.kind != "vq":
-            return None
-        return vq.init_ema(_data_codebooks(key, params, batch["x"]))
+        codebooks = _data_codebooks(key, params, batch["x"])
+        state = vq.init_ema(codebooks)
+        if cfg.kind == "mixture":  # the ML precision of the initial codebook on the first batch
+            groups = vq.split_groups(analyse(params, batch["x"]), m)
+            state["sq_residual"] = mixture.hard_sq_residual(groups, codebooks, vq.nearest(groups, codebooks))
+        return state
 
     def _data_codebooks(key, params, x):
-        """K latent vectors of the batch per group, plus a small jitter: no codeword starts dead."""
+        """K latent vectors of the (shuffled) batch per group, evenly spaced, plus a small jitter: no codeword
+        starts dead."""
         y = vq.split_groups(analyse(params, x), m).reshape(-1, m, d)
-        pick = jax.random.randint(key, (k,), 0, y.shape[0])
-        return jnp.swapaxes(y[pick], 0, 1) + 0.01 * jax.random.normal(jax.random.fold_in(key, 1), (m, k, d))
+        pick = (jnp.arange(k) * y.shape[0]) // k
+        return jnp.swapaxes(y[pick], 0, 1) + 0.01 * jax.random.normal(key, (m, k, d))
 
     def loss(params, batch, key, step, args, extra=None):
         x = batch["x"]
@@ -161,20 +186,26 @@ def make(cfg: Config) -> Codec:
         y = analyse(params, x)
         terms = {}
         if cfg.kind == "mixture":
-            q = params["quantiser"]
             groups = vq.split_groups(y, m)
-            sample, s = mixture.quantise(groups, q["codebooks"], q["log_weights"], q["log_precision"],
-                                          key if cfg.gumbel else None)
-            neg_log2_pi = -jax.nn.log_softmax(q["log_weights"], -1) / jnp.log(2.0)
+            codebooks, log_pi, log_precision = _prior(params, extra)
+            neg_log2_pi = -jax.nn.log_softmax(log_pi, -1) / jnp.log(2.0)
+            if cfg.assignment == "rd":
+                s = jax.nn.one_hot(vq.nearest(groups, codebooks, neg_log2_pi, lam), k, dtype=y.dtype)
+                sample = jnp.einsum("...mk,mkd->...md", s, codebooks)
+            else:
+                sample, s = mixture.quantise(groups, codebooks, log_pi, log_precision, key if cfg.gumbel else None)
             rate = jnp.sum(s * jax.lax.stop_gradient(neg_log2_pi)) / pixels
-            # The prior (pi, codewords, kappa) is fitted by maximum likelihood of the latents under the UMG density.
-            prior_fit = -jnp.sum(mixture.log_prob(jax.lax.stop_gradient(groups), q["codebooks"], q["log_weights"],
-                                                  q["log_precision"])) / (pixels * jnp.log(2.0))
+            if cfg.prior == "em":  # hard EM of the prior on sg(y): no gradient reaches it
+                extra_out, prior_fit = mixture.em_update(extra, groups, jnp.argmax(s, -1), cfg.ema_decay), 0.0
+            else:  # (pi, codewords, kappa) by gradient of the UMG log-likelihood of sg(y)
+                extra_out = None
+                prior_fit = -jnp.sum(mixture.log_prob(jax.lax.stop_gradient(groups), codebooks, log_pi,
+                                                      log_precision)) / (pixels * jnp.log(2.0))
             if cfg.straight_through:  # the sample's value; identity + Gumbel-softmax gradients to y
                 sample = vq.straight_through(groups, sample) + sample - jax.lax.stop_gradient(sample)
             commit = vq.commitment_loss(groups, sample)
             y_hat = sample.reshape(y.shape)
-            extra_out, penalty = None, prior_fit + cfg.commitment * commit
+            penalty = prior_fit + cfg.commitment * commit
             terms["vq/commitment"] = commit
         elif cfg.kind == "vq":
             codebooks = vq.ema_codebooks(extra)
@@ -197,9 +228,17 @@ def make(cfg: Config) -> Codec:
         mse = jnp.mean(jnp.square(x_hat - x))
         total = mse + lam * rate + penalty
         terms.update({"rd/mse": mse, "rd/bpp": rate})
-        if cfg.kind == "vq":
+        if uses_extra:
             return total, terms, extra_out
         return total, terms
+
+    def _prior(params, extra):
+        """(codewords [m, K, d], log pi [m, K], log kappa [m]) of the UMG prior."""
+        if cfg.prior == "em":
+            return (vq.ema_codebooks(extra), jnp.log(vq.ema_probabilities(extra)),
+                    jnp.log(mixture.ml_precision(extra["sq_residual"], d)))
+        q = params["quantiser"]
+        return q["codebooks"], q["log_weights"], q["log_precision"]
 
     def symbols(model, x):
         params, extra = model["params"], model.get("extra")
@@ -207,16 +246,19 @@ def make(cfg: Config) -> Codec:
         if cfg.kind == "scalar":
             return factorised.to_symbols(y, cfg.radius)
         groups = vq.split_groups(y, m)
+        if cfg.kind == "mixture" and cfg.assignment == "rd":
+            codebooks, log_pi, _ = _prior(params, extra)
+            return vq.nearest(groups, codebooks, -jax.nn.log_softmax(log_pi, -1) / jnp.log(2.0),
+                              model["args"]["rate_weight"])
         if cfg.kind == "mixture":
-            q = params["quantiser"]
-            return mixture.map_indices(groups, q["codebooks"], q["log_weights"], q["log_precision"])
+            return mixture.map_indices(groups, *_prior(params, extra))
         lam = model["args"]["rate_weight"]
         return vq.nearest(groups, vq.ema_codebooks(extra), -jnp.log2(vq.ema_probabilities(extra)), lam)
 
     def table(model):
         params, extra = model["params"], model.get("extra")
         if cfg.kind == "mixture":
-            return jax.nn.softmax(params["quantiser"]["log_weights"], -1)
+            return jax.nn.softmax(_prior(params, extra)[1], -1)
         if cfg.kind == "vq":
             return vq.ema_probabilities(extra)
         q = params["quantiser"]
@@ -227,9 +269,9 @@ def make(cfg: Config) -> Codec:
         if cfg.kind == "scalar":
             y_hat = factorised.from_symbols(sym, cfg.radius)
         else:
-            codebooks = params["quantiser"]["codebooks"] if cfg.kind == "mixture" else vq.ema_codebooks(extra)
+            codebooks = _prior(params, extra)[0] if cfg.kind == "mixture" else vq.ema_codebooks(extra)
             y_hat = vq.lookup(sym, codebooks).reshape(*sym.shape[:-1], -1)
         return synthesise(params, y_hat)
 
-    method = Method(init=init, loss=loss, init_extra=init_extra if cfg.kind == "vq" else None)
+    method = Method(init=init, loss=loss, init_extra=init_extra if uses_extra else None)
     return Codec(cfg, method, symbols, table, reconstruct)

@@ -7,7 +7,12 @@ own probability row p_i (the model's own probabilities, in float64, floored at `
 symbol has zero probability: a zero would make an observed symbol uncodable). The ideal code length is
 sum_i -log2 p_i[s_i]; the range coder spends a few 32-bit words more (its termination), so
 
-    len(payload) in bits ~= sum_i -log2 p_i[s_i] + O(64)                                                 (overhead)
+    len(payload) in bits <= sum_i -log2 p_i[s_i] (1 + eps) + FLUSH_BITS                                   (overhead)
+
+with eps the relative cost of quantising the probabilities to the coder's fixed-point precision and FLUSH_BITS =
+64 the end-of-stream constant: constriction's default range coder has 32-bit words and a 64-bit state whose range
+stays >= 2^32 (constriction `notes/range-coding.md`, "Internal Coder State"), so sealing writes the resolved words
+plus at most the 2 words of the state (one suffices: a point of the final interval is one word followed by zeros).
 
 A bitstream is `HEADER_BYTES` of header (symbol count and alphabet size, two uint32) then the coder's words.
 Symbols and probabilities are numpy arrays: coding is sequential host code and does not run under jit.
@@ -21,6 +26,7 @@ from gvlab.errors import ConfigError
 
 FLOOR = 1e-9
 HEADER_BYTES = 8  # uint32 symbol count + uint32 alphabet size
+FLUSH_BITS = 64  # the range coder's end-of-stream constant: at most its 64-bit state (2 words of 32 bits)
 
 
 def _constriction():

@@ -10,7 +10,10 @@
 * BD-rate (Bjontegaard 2001, VCEG-M33; the "bjontegaard_delta_rate" of the compression literature): fit
   log(rate) as a cubic polynomial of PSNR for each curve, integrate both over the overlap of their PSNR ranges and
   report exp(mean difference) - 1: the average relative rate change of the test curve at equal quality
-  (negative = fewer bits).
+  (negative = fewer bits). The cubic is only meaningful where both curves are measured and PSNR rises with rate:
+  a curve that is not monotone (PSNR not strictly increasing in rate) or a PSNR overlap below `min_overlap_db`
+  gives NaN with a reason (`bd_rate_with_reason`), never an extrapolated number (a non-monotone cubic over a
+  sliver of overlap returned 1e98 in an early run).
 """
 
 from __future__ import annotations
@@ -65,31 +68,43 @@ def _pool(a):
     return a.reshape(*a.shape[:-2], h // 2, 2, w // 2, 2).mean(axis=(-3, -1))
 
 
-def bd_rate(rate_anchor, psnr_anchor, rate_test, psnr_test) -> float:
-    """Bjontegaard delta rate of the test curve against the anchor, as a fraction (-0.1 = 10% fewer bits).
+def bd_rate(rate_anchor, psnr_anchor, rate_test, psnr_test, min_overlap_db: float = 0.5) -> float:
+    """Bjontegaard delta rate of the test curve against the anchor, as a fraction (-0.1 = 10% fewer bits); NaN
+    when it is undefined (see `bd_rate_with_reason`)."""
+    return bd_rate_with_reason(rate_anchor, psnr_anchor, rate_test, psnr_test, min_overlap_db)[0]
 
-    Each curve needs >= 4 points (a cubic fit, Bjontegaard's VCEG-M33) with distinct PSNRs; the integral runs over
-    the intersection of the two PSNR ranges.
+
+def bd_rate_with_reason(rate_anchor, psnr_anchor, rate_test, psnr_test,
+                        min_overlap_db: float = 0.5) -> tuple[float, str]:
+    """(BD-rate, "") or (NaN, why it is undefined).
+
+    Each curve needs >= 4 points (a cubic fit, Bjontegaard's VCEG-M33). Undefined (NaN): a curve whose PSNR is not
+    strictly increasing in rate, or PSNR ranges that overlap by less than `min_overlap_db` dB (the integral runs
+    over the overlap; outside it one curve would be extrapolated).
 
     Raises:
-        ConfigError: fewer than 4 points, non-positive rates, or PSNR ranges that do not overlap.
+        ConfigError: fewer than 4 points, mismatched shapes, non-positive rates or non-finite values.
     """
     curves = []
-    for rate, quality in ((rate_anchor, psnr_anchor), (rate_test, psnr_test)):
+    for name, rate, quality in (("anchor", rate_anchor, psnr_anchor), ("test", rate_test, psnr_test)):
         rate, quality = np.asarray(rate, np.float64), np.asarray(quality, np.float64)
         if rate.shape != quality.shape or rate.ndim != 1 or len(rate) < 4:
             raise ConfigError(f"a BD-rate curve needs >= 4 (rate, PSNR) points, got {rate.shape} and {quality.shape}")
-        if np.any(rate <= 0) or not np.all(np.isfinite(quality)):
-            raise ConfigError("BD-rate needs positive rates and finite PSNRs")
+        if np.any(rate <= 0) or not np.all(np.isfinite(quality)) or not np.all(np.isfinite(rate)):
+            raise ConfigError("BD-rate needs positive finite rates and finite PSNRs")
+        order = np.argsort(rate)
+        if not np.all(np.diff(quality[order]) > 0):
+            return float("nan"), (f"the {name} curve is not monotone: PSNR {np.round(quality[order], 2).tolist()} at "
+                                  f"increasing rates {np.round(rate[order], 4).tolist()}")
         curves.append((np.log(rate), quality))
     low = max(q.min() for _, q in curves)
     high = min(q.max() for _, q in curves)
-    if not high > low:
-        raise ConfigError(f"the PSNR ranges do not overlap ({curves[0][1].min():.3g}..{curves[0][1].max():.3g} vs "
-                          f"{curves[1][1].min():.3g}..{curves[1][1].max():.3g})")
+    if not high - low >= min_overlap_db:
+        return float("nan"), (f"PSNR overlap {max(high - low, 0.0):.3g} dB < {min_overlap_db} dB (anchor "
+                              f"{curves[0][1].min():.3g}..{curves[0][1].max():.3g}, test "
+                              f"{curves[1][1].min():.3g}..{curves[1][1].max():.3g})")
     integrals = []
     for log_rate, quality in curves:
         poly = np.polyint(np.polyfit(quality, log_rate, 3))
         integrals.append((np.polyval(poly, high) - np.polyval(poly, low)) / (high - low))
-    return float(np.exp(integrals[1] - integrals[0]) - 1.0)
-
+    return float(np.exp(integrals[1] - integrals[0]) - 1.0), ""

@@ -15,7 +15,9 @@ components. The posterior over components is a softmax of the logits
 the lower bound LB keeps kappa >= `MIN_PRECISION`). Training draws s_j = GumbelSoftmax(l_j, t=1, hard) with the
 straight-through gradient (`Gumbel-Softmax`, Jang et al. 2017, Eq. 1-2) and y_hat_j = sum_k s_jk c_jk; inference
 takes the MAP component argmax_k l_jk (McQuic's argmin distance when pi is uniform). The code index k is entropy
-coded with the categorical pi_j, so its rate is -log2 pi_jk bits.
+coded with the categorical pi_j, so its rate is -log2 pi_jk bits. The prior can also be fitted by hard EM on the
+latents (`em_update`: codewords = means of their sub-vectors, pi = frequencies, kappa = `ml_precision`, the
+closed-form maximum-likelihood precision of the shared isotropic covariance).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
+from gvlab.compression import quantisers as vq
 from gvlab.compression.quantisers import squared_distances
 
 MIN_PRECISION = 1e-4  # LB(.) of McQuic's temperature
@@ -83,3 +86,27 @@ def map_indices(y: Float[Array, "... m d"], codebooks: Float[Array, "m K d"], lo
 def smallinit_codebooks(key, groups: int, size: int, dim: int) -> Float[Array, "m K d"]:
     """Codewords ~ N(0, 2 / (5 d)) (McQuic's "SmallInit", `quantizer.py` codebook initialisation)."""
     return jax.random.normal(key, (groups, size, dim)) * jnp.sqrt(2.0 / (5.0 * dim))
+
+
+def ml_precision(sq_residual: Float[Array, " m"], dim: int) -> Float[Array, " m"]:
+    """kappa_j = d / (2 E||y_j - c_jk*||^2): the maximum-likelihood precision of the shared isotropic covariance
+    (sigma_j^2 = E||y_j - c_jk*||^2 / d, the M-step of hard EM for a Gaussian mixture with one sigma), floored at
+    `MIN_PRECISION`."""
+    return jnp.maximum(0.5 * dim / jnp.maximum(sq_residual, 1e-12), MIN_PRECISION)
+
+
+def hard_sq_residual(y: Float[Array, "... m d"], codebooks: Float[Array, "m K d"],
+                     indices: Int[Array, "... m"]) -> Float[Array, " m"]:
+    """E||y_j - c_{j,k_j}||^2 over the vectors of a batch, per group (the sufficient statistic of `ml_precision`)."""
+    residual = jax.lax.stop_gradient(y) - vq.lookup(indices, codebooks)
+    return jnp.mean(jnp.sum(jnp.square(residual), -1).reshape(-1, codebooks.shape[0]), 0)
+
+
+def em_update(state: dict[str, Array], y: Float[Array, "... m d"], indices: Int[Array, "... m"],
+              decay: float | Array) -> dict[str, Array]:
+    """One hard-EM step of the UMG prior as moving averages of sg(y): code counts and sums (`quantisers.ema_update`:
+    pi = frequencies, codewords = means) and the mean squared residual to the chosen codeword (-> kappa)."""
+    sq = hard_sq_residual(y, vq.ema_codebooks(state), indices)
+    out = vq.ema_update({"counts": state["counts"], "sums": state["sums"]}, y, indices, decay)
+    out["sq_residual"] = decay * state["sq_residual"] + (1.0 - decay) * sq
+    return out
