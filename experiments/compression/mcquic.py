@@ -20,7 +20,8 @@ Shows:    the three coded-rate-PSNR curves (figure), BD-rate of the mixture agai
           1.03 x likelihood bits + header + flush, exact decoding, encode/decode throughput (Mpixel/s) of every
           codec. Measurements and discussion: `mcquic.md` beside this file.
 Runtime:  quick ~10 minutes on 2 quiet CPU cores (3 fits x 4 lambdas x 2 seeds x 600 steps; the K = 256 mixture
-          is the slowest fit); smoke (mixture and vq only, 3 steps) tens of seconds of CPU.
+          is the slowest fit); smoke (mixture and vq as one joint fit, 3 steps; its BD-rate is NaN, 3-step curves
+          are flat) ~7 s of CPU with the test suite's XLA flags.
 """
 
 from __future__ import annotations
@@ -60,9 +61,9 @@ class Config:
             a cubic BD-rate fit needs >= 4).
         num_train, num_test: patches of the training and test sets.
         throughput_repeats: timed repetitions of encode and decode (the best is reported); 0 skips the timing.
-        bd_rate_undefined: the value recorded for an undefined BD-rate (a curve not monotone, or < 0.5 dB of PSNR
-            overlap; `gvlab.compression.metrics.bd_rate_with_reason`): None records NaN (a FAIL). The smoke profile
-            records +1.0 (a finite FAIL): its 3-step curves are arbitrary and the smoke check needs finite values.
+        joint: fit all codecs in one program (`gvlab.compression.codec.combine`; same members, so equal numbers of
+            rate weights), evaluated by one program: each codec's updates are those of its own fit, and the smoke
+            profile compiles one init / step / evaluation instead of one per codec.
         ms_ssim_scales: MS-SSIM scales (2 at 32x32: 16x16 is the smallest size above the 11-pixel window).
         train: optimisation settings of every fit.
     """
@@ -79,20 +80,25 @@ class Config:
     num_test: int = 500
     ms_ssim_scales: int = 2
     throughput_repeats: int = 5
-    bd_rate_undefined: float | None = None
+    joint: bool = False
     train: TrainConfig = TrainConfig(steps=1500, batch_size=64, lr=3e-3, num_seeds=3, log_every=100, ckpt_every=500)
 
 
-def evaluator(c: codec.Codec):
-    """Per run: test symbols, the entropy model's table, and the PSNR / MS-SSIM of the decoded symbols."""
+def evaluator(codecs: dict[str, codec.Codec]):
+    """Per run and codec k: test symbols `k/symbols`, the entropy model's table `k/table`, and the PSNR / MS-SSIM of
+    the decoded symbols (`model[k]` is codec k's model)."""
 
     def fn(model, x, key):
-        symbols = c.symbols(model, x)
-        x_hat = jnp.clip(c.reconstruct(model, symbols), 0.0, 1.0)
-        # PSNR of the test set's mean squared error: per-image PSNRs are +inf on patches the fine scalar codec
-        # reproduces exactly (flat sky crops), which would make their mean infinite.
-        return {"symbols": symbols, "table": c.table(model), "psnr": psnr(x_hat, x, axis=(-3, -2, -1)),
-                "ms_ssim": jnp.mean(ms_ssim(x_hat, x, scales=SCALES[0]))}
+        out = {}
+        for kind, c in codecs.items():
+            symbols = c.symbols(model[kind], x)
+            x_hat = jnp.clip(c.reconstruct(model[kind], symbols), 0.0, 1.0)
+            # PSNR of the test set's mean squared error: per-image PSNRs are +inf on patches the fine scalar codec
+            # reproduces exactly (flat sky crops), which would make their mean infinite.
+            out.update({f"{kind}/symbols": symbols, f"{kind}/table": c.table(model[kind]),
+                        f"{kind}/psnr": psnr(x_hat, x, axis=(-3, -2, -1)),
+                        f"{kind}/ms_ssim": jnp.mean(ms_ssim(x_hat, x, scales=SCALES[0]))})
+        return out
 
     return fn
 
@@ -141,8 +147,8 @@ def throughput(c: codec.Codec, model, x, repeats: int = 3) -> dict:
     smoke={"num_train": 128, "num_test": 16, "mixture.channels": 8, "vq.channels": 8, "scalar.channels": 8,
            "vq.codebook_size": 16, "mixture.codebook_size": 16, "train.steps": 3, "train.batch_size": 16,
            "train.num_seeds": 1,
-           "train.log_every": 1, "train.ckpt_every": 3, "throughput_repeats": 0, "bd_rate_undefined": 1.0,
-           "codecs": ("mixture", "vq")},
+           "train.log_every": 1, "train.ckpt_every": 3, "throughput_repeats": 0,
+           "codecs": ("mixture", "vq"), "joint": True, "train.members": "sequential", "ms_ssim_scales": 1},
     quick={"num_train": 2000, "num_test": 256, "train.steps": 600, "train.num_seeds": 2},
     claims=[
         Claim(statement="The mixture prior reaches a lower coded rate at equal PSNR than a single-codebook VQ "
@@ -165,28 +171,45 @@ def mcquic(cfg: Config, run) -> dict:
     x_test = photo_patches(run.key("test-patches"), cfg.num_test, "test")
     SCALES[0] = cfg.ms_ssim_scales
     seeds, pixels = cfg.train.num_seeds, x_test.size
-    curves, out = {}, {}
+    curves, out, fitted = {}, {}, {}
     if not {"mixture", "vq"} <= set(cfg.codecs) <= set(KINDS):
         raise ConfigError(f"codecs must include 'mixture' and 'vq' and lie in {KINDS}, got {cfg.codecs}")
-    for kind in cfg.codecs:
-        c = codec.make(getattr(cfg, kind))
-        lams = jnp.asarray(getattr(cfg, f"{kind}_rate_weights"), jnp.float32)
-        spec = Spec(method=c.method, optimizer=None, data=epoch_batches({"x": x_train}, cfg.train.batch_size),
-                    args={"rate_weight": lams})
-        result = run.fit(spec, name=kind)
-        models = {"params": result.state.params, "extra": result.state.extra, "args": result.args}
-        scores = run.evaluate(f"codes-{kind}", evaluator(c), models, x_test, extra=(repr(c.config), SCALES[0]))
-        coded = [code(np.asarray(scores["symbols"][r]), np.asarray(scores["table"][r], np.float64))
-                 for r in range(len(result.seeds))]
+    codecs = {kind: codec.make(getattr(cfg, kind)) for kind in cfg.codecs}
+    lams = {kind: jnp.asarray(getattr(cfg, f"{kind}_rate_weights"), jnp.float32) for kind in cfg.codecs}
+    if cfg.joint and len({len(v) for v in lams.values()}) != 1:
+        raise ConfigError(f"joint=True needs as many rate weights for every codec, got {lams}")
+    scores = {}
+    for group in [cfg.codecs] if cfg.joint else [(kind,) for kind in cfg.codecs]:
+        if cfg.joint:  # one program for all codecs (their own params, extra and lambdas; `codec.combine`)
+            method, args = codec.combine({k: codecs[k] for k in group}), {"rate_weight": {k: lams[k] for k in group}}
+        else:
+            method, args = codecs[group[0]].method, {"rate_weight": lams[group[0]]}
+        spec = Spec(method=method, optimizer=None, data=epoch_batches({"x": x_train}, cfg.train.batch_size),
+                    args=args)
+        result = run.fit(spec, name="joint" if cfg.joint else group[0])
+        state = result.state
+        if cfg.joint:
+            models = {k: {"params": state.params[k], "extra": state.extra[k],
+                          "args": {"rate_weight": result.args["rate_weight"][k]}} for k in group}
+        else:
+            models = {group[0]: {"params": state.params, "extra": state.extra, "args": result.args}}
+        scores.update(run.evaluate(f"codes-{'-'.join(group)}", evaluator({k: codecs[k] for k in group}), models,
+                                   x_test, extra=(tuple(repr(codecs[k].config) for k in group), SCALES[0])))
+        for kind in group:
+            fitted[kind] = models[kind]
+    for kind, c in codecs.items():
+        coded = [code(np.asarray(scores[f"{kind}/symbols"][r]), np.asarray(scores[f"{kind}/table"][r], np.float64))
+                 for r in range(len(lams[kind]) * seeds)]
         # members x seeds, member-major (run r = m S + s)
-        bpp = np.array([k["file_bits"] for k in coded]).reshape(len(lams), seeds) / pixels
-        curves[kind] = {"bpp": bpp, "psnr": np.asarray(scores["psnr"]).reshape(len(lams), seeds)}
+        members = len(lams[kind])
+        bpp = np.array([k["file_bits"] for k in coded]).reshape(members, seeds) / pixels
+        curves[kind] = {"bpp": bpp, "psnr": np.asarray(scores[f"{kind}/psnr"]).reshape(members, seeds)}
         gap = np.array([(k["payload_bits"] - k["ideal_bits"]) / k["ideal_bits"] for k in coded])
         out[f"{kind}/coded_bpp"] = bpp.mean(1)
-        out[f"{kind}/likelihood_bpp"] = np.array([k["ideal_bits"] for k in coded]).reshape(len(lams), seeds).mean(1) \
+        out[f"{kind}/likelihood_bpp"] = np.array([k["ideal_bits"] for k in coded]).reshape(members, seeds).mean(1) \
             / pixels
         out[f"{kind}/psnr"] = curves[kind]["psnr"].mean(1)
-        out[f"{kind}/ms_ssim"] = np.asarray(scores["ms_ssim"]).reshape(len(lams), seeds).mean(1)
+        out[f"{kind}/ms_ssim"] = np.asarray(scores[f"{kind}/ms_ssim"]).reshape(members, seeds).mean(1)
         out[f"{kind}/rate_gap_rel"] = gap
         ideal = np.array([k["ideal_bits"] for k in coded])
         file_bits = np.array([k["file_bits"] for k in coded])
@@ -194,8 +217,8 @@ def mcquic(cfg: Config, run) -> dict:
         out[f"{kind}/overhead_bits"] = np.array([k["payload_bits"] for k in coded]) - ideal  # payload over -log2 p
         out[f"{kind}/mismatches"] = np.array([k["mismatches"] for k in coded])
         if cfg.throughput_repeats:
-            middle = (len(lams) // 2) * seeds  # the run of the middle lambda, seed 0
-            model = jax.tree.map(lambda a, i=middle: a[i], models)
+            middle = (members // 2) * seeds  # the run of the middle lambda, seed 0
+            model = jax.tree.map(lambda a, i=middle: a[i], fitted[kind])
             speed = run.artifact(f"throughput-{kind}",
                                  lambda c=c, model=model: throughput(c, model, x_test, cfg.throughput_repeats),
                                  inputs=(model, x_test, cfg.throughput_repeats))
@@ -206,8 +229,7 @@ def mcquic(cfg: Config, run) -> dict:
         values, reasons = zip(*(bd_rate_with_reason(curves[anchor]["bpp"][:, s], curves[anchor]["psnr"][:, s],
                                                      curves["mixture"]["bpp"][:, s], curves["mixture"]["psnr"][:, s])
                                 for s in range(seeds)))
-        fallback = np.nan if cfg.bd_rate_undefined is None else cfg.bd_rate_undefined
-        out[f"bd_rate_mixture_vs_{name}"] = np.where(np.isnan(values), fallback, values)  # the claim fails
+        out[f"bd_rate_mixture_vs_{name}"] = np.asarray(values)  # NaN where undefined: the claim fails
         out[f"bd_rate_mixture_vs_{name}_undefined"] = list(reasons)
         for s, reason in enumerate(reasons):
             if reason:

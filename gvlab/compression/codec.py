@@ -112,7 +112,7 @@ def _dense_init(flat, sizes):
 
 def _mlp(layers, h):
     for i, (w, b) in enumerate(zip(layers["w"], layers["b"])):
-        h = h @ w + b
+        h = h @ w + b.reshape((1,) * (h.ndim - 1) + b.shape)  # explicit rank: no implicit promotion
         if i < len(layers["w"]) - 1:
             h = jax.nn.relu(h)
     return h
@@ -194,7 +194,7 @@ def make(cfg: Config) -> Codec:
                 sample = jnp.einsum("...mk,mkd->...md", s, codebooks)
             else:
                 sample, s = mixture.quantise(groups, codebooks, log_pi, log_precision, key if cfg.gumbel else None)
-            rate = jnp.sum(s * jax.lax.stop_gradient(neg_log2_pi)) / pixels
+            rate = jnp.sum(s * jnp.broadcast_to(jax.lax.stop_gradient(neg_log2_pi), s.shape)) / pixels
             if cfg.prior == "em":  # hard EM of the prior on sg(y): no gradient reaches it
                 extra_out, prior_fit = mixture.em_update(extra, groups, jnp.argmax(s, -1), cfg.ema_decay), 0.0
             else:  # (pi, codewords, kappa) by gradient of the UMG log-likelihood of sg(y)
@@ -275,3 +275,37 @@ def make(cfg: Config) -> Codec:
 
     method = Method(init=init, loss=loss, init_extra=init_extra if uses_extra else None)
     return Codec(cfg, method, symbols, table, reconstruct)
+
+
+def combine(codecs: dict[str, Codec]) -> Method:
+    """One `Method` training several codecs side by side: params, extra and args are dicts keyed like `codecs`
+    (`args["rate_weight"][name]` is codec `name`'s lambda), the loss is the sum of the codecs' losses.
+
+    The codecs share no parameter, so each codec's gradient, Adam update and EMA state are those of its own fit on
+    the same batches and keys; the point is one compiled init / step program instead of one per codec (the smoke
+    profile's compile time). Terms are reported as `name/term`.
+    """
+    names = tuple(codecs)
+
+    def init(key, batch):
+        return {n: codecs[n].method.init(key, batch) for n in names}
+
+    def init_extra(key, batch, params):
+        return {n: codecs[n].method.init_extra(key, batch, params[n]) if codecs[n].method.init_extra else {}
+                for n in names}
+
+    def loss(params, batch, key, step, args, extra):
+        total, terms, extra_out = 0.0, {}, {}
+        for n in names:
+            sub_args = {"rate_weight": args["rate_weight"][n]}
+            if codecs[n].method.init_extra is None:
+                value, sub_terms = codecs[n].method.loss(params[n], batch, key, step, args=sub_args)
+                extra_out[n] = {}
+            else:
+                value, sub_terms, extra_out[n] = codecs[n].method.loss(params[n], batch, key, step, args=sub_args,
+                                                                     extra=extra[n])
+            total = total + value
+            terms.update({f"{n}/{t}": v for t, v in sub_terms.items()})
+        return total, terms, extra_out
+
+    return Method(init=init, loss=loss, init_extra=init_extra)
