@@ -11,7 +11,8 @@ and crops come from the left 3/4 of every photograph for `"train"` and the right
 pixel is seen in training while both splits share the photographs' statistics.
 
 `image_patches(key, num, split, size)` is a pure, jittable function of the key (sources are prepared once on the
-host and cached).
+host and cached). `photo_patches(key, num, split, size)` draws only the photograph crops (same photographs, same
+split; natural-image statistics for compression, `compression/mcquic`).
 
     >>> x = image_patches(jax.random.key(0), 8, "train")
     >>> x.shape, x.dtype, bool(x.min() >= 0.0) and bool(x.max() <= 1.0)
@@ -80,6 +81,15 @@ def _sources(split: Split, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return np.clip(digit_images, 0.0, 1.0).astype(np.float32), stack, shapes
 
 
+def _check_request(num, split, size) -> None:
+    """Raise `ConfigError` for a bad size (`check_size`), split or count."""
+    check_size(size)
+    if split not in ("train", "test"):
+        raise ConfigError(f"split must be 'train' or 'test', got {split!r}")
+    if not isinstance(num, (int, np.integer)) or num < 1:
+        raise ConfigError(f"num must be a positive int, got {num!r}")
+
+
 def image_patches(key: PRNGKeyArray, num: int, split: Split = "train", size: int = 32) -> Float[Array, "num size size"]:
     """`num` images `[num, size, size]` in [0, 1]: num // 2 upsampled digits and the rest photograph crops, shuffled.
 
@@ -92,11 +102,7 @@ def image_patches(key: PRNGKeyArray, num: int, split: Split = "train", size: int
     Raises:
         ConfigError: bad `num`, `split` or `size`.
     """
-    check_size(size)
-    if split not in ("train", "test"):
-        raise ConfigError(f"split must be 'train' or 'test', got {split!r}")
-    if not isinstance(num, (int, np.integer)) or num < 1:
-        raise ConfigError(f"num must be a positive int, got {num!r}")
+    _check_request(num, split, size)
     digit_images, photos, shapes = _sources(split, size)
     return _draw(key, jnp.asarray(digit_images), jnp.asarray(photos), jnp.asarray(shapes), int(num), size)
 
@@ -107,10 +113,33 @@ def _draw(key, digit_images, photos, shapes, num: int, size: int):
     num_digits = num // 2
     num_crops = num - num_digits
     chosen_digits = digit_images[jax.random.randint(digit_key, (num_digits,), 0, digit_images.shape[0])]
-    which = jax.random.randint(photo_key, (num_crops,), 0, photos.shape[0])
-    # Uniform top-left corners inside each chosen region (its own height and width, not the padded stack's).
-    top = jnp.floor(jax.random.uniform(row_key, (num_crops,)) * (shapes[which, 0] - size + 1)).astype(jnp.int32)
-    left = jnp.floor(jax.random.uniform(col_key, (num_crops,)) * (shapes[which, 1] - size + 1)).astype(jnp.int32)
-    crops = jax.vmap(lambda i, r, c: jax.lax.dynamic_slice(photos[i], (r, c), (size, size)))(which, top, left)
+    crops = _crops(photo_key, row_key, col_key, photos, shapes, num_crops, size)
     images = jnp.concatenate([chosen_digits, crops], axis=0)
     return images[jax.random.permutation(order_key, num)]
+
+
+def _crops(photo_key, row_key, col_key, photos, shapes, num: int, size: int):
+    """`num` crops: a photograph region chosen uniformly, then a uniform top-left corner inside it (its own height
+    and width, not the padded stack's)."""
+    which = jax.random.randint(photo_key, (num,), 0, photos.shape[0])
+    top = jnp.floor(jax.random.uniform(row_key, (num,)) * (shapes[which, 0] - size + 1)).astype(jnp.int32)
+    left = jnp.floor(jax.random.uniform(col_key, (num,)) * (shapes[which, 1] - size + 1)).astype(jnp.int32)
+    return jax.vmap(lambda i, r, c: jax.lax.dynamic_slice(photos[i], (r, c), (size, size)))(which, top, left)
+
+
+def photo_patches(key: PRNGKeyArray, num: int, split: Split = "train", size: int = 32) -> Float[Array, "num size size"]:
+    """`num` random `size x size` crops in [0, 1] of the bundled photographs only (no digits): the photograph half
+    of `image_patches`, with the same disjoint split (left 3/4 of each photograph for "train", right 1/4 for
+    "test"). Pure in `key`.
+
+    Raises:
+        ConfigError: bad `num`, `split` or `size`.
+    """
+    _check_request(num, split, size)
+    _, photos, shapes = _sources(split, size)
+    return _draw_photos(key, jnp.asarray(photos), jnp.asarray(shapes), int(num), size)
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4))
+def _draw_photos(key, photos, shapes, num: int, size: int):
+    return _crops(*jax.random.split(key, 3), photos, shapes, num, size)

@@ -1,0 +1,1 @@
+"""compression experiments (see each module's docstring)."""
