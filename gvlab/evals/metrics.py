@@ -23,7 +23,8 @@ Representations:
 Classifiers, from logits and integer labels:
 
 * `accuracy`, `nll` (mean negative log-likelihood, nats), `expected_calibration_error` (Guo et al. 2017, Eq. 3,
-  equal-width confidence bins), and `classification_metrics` (the three as one evaluator-ready dict).
+  equal-width confidence bins), and `classification_metrics` (the three as one evaluator-ready dict);
+  `average_precision` (`gvlab.ehr.metrics`: AUPRC as scikit-learn defines it, from scores and binary labels).
 
     >>> import jax.numpy as jnp
     >>> logits = jnp.log(jnp.array([[0.75, 0.25], [0.35, 0.65]]))
@@ -43,6 +44,7 @@ from jaxtyping import Array, Float, Int
 from gvlab import probe as probe_lib
 from gvlab.diagnostics import active_units as active_units
 from gvlab.diffusion.metrics import sliced_wasserstein as sliced_wasserstein
+from gvlab.ehr.metrics import average_precision as average_precision
 from gvlab.inverse.lensless import ssim as ssim
 from gvlab.inverse.metrics import psnr as psnr
 from gvlab.losses.elbo import iwae_bound
@@ -50,6 +52,7 @@ from gvlab.losses.elbo import iwae_bound
 __all__ = [
     "psnr", "ssim", "sample_std", "mean_pairwise_distance", "sliced_wasserstein", "elbo_iwae", "active_units",
     "probe_accuracy", "accuracy", "nll", "expected_calibration_error", "classification_metrics",
+    "average_precision",
 ]
 
 
