@@ -101,7 +101,8 @@ def datasets(cfg: Config) -> dict:
 def padded(part: dict, stats) -> dict:
     mean, std = stats
     return {"text": Padded(jnp.asarray(part["text"]), jnp.asarray(part["text_mask"])),
-            "mel": Padded((jnp.asarray(part["mel"]) - mean) / std, jnp.asarray(part["mel_mask"]))}
+            "mel": Padded((jnp.asarray(part["mel"]) - mean[None, None]) / std[None, None],  # per band
+                          jnp.asarray(part["mel_mask"]))}
 
 
 def evaluate_run(run, data, key, *, net, size: int, samples: int) -> dict:

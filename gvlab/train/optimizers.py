@@ -143,10 +143,10 @@ def frozen(tx: optax.GradientTransformation,
     attribute names, sequence indices as strings) from the root of the parameter tree. Built on
     `optax.multi_transform` with `optax.set_to_zero`, so frozen leaves stay bitwise equal under `apply_updates`.
     """
-    from gvlab.train.warm import _path_names  # the key-path naming warm starts use
+    from gvlab.train.warm import path_names  # the key-path naming warm starts use
 
     def labels(params):
         return jax.tree_util.tree_map_with_path(
-            lambda path, _: "train" if trainable(_path_names(path)) else "frozen", params)
+            lambda path, _: "train" if trainable(path_names(path)) else "frozen", params)
 
     return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)

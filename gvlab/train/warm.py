@@ -18,7 +18,8 @@ import numpy as np
 from gvlab.errors import CheckpointError, ConfigError
 
 
-def _path_names(path) -> tuple[str, ...]:
+def path_names(path) -> tuple[str, ...]:
+    """A JAX key path as a tuple of names (dict keys, attribute names, sequence indices as strings)."""
     names = []
     for entry in path:
         for attr in ("key", "name", "idx"):
@@ -50,14 +51,14 @@ def params_from_workdir(workdir: str | Path, abstract_params: Any) -> Any:
         checkpointer.close()
     if raw is None:
         raise CheckpointError(f"warm start: {directory} holds no checkpoint")
-    flat_raw = {_path_names(p): x for p, x in jax.tree_util.tree_flatten_with_path(raw["params"])[0]}
+    flat_raw = {path_names(p): x for p, x in jax.tree_util.tree_flatten_with_path(raw["params"])[0]}
     flat, treedef = jax.tree_util.tree_flatten_with_path(abstract_params)
-    missing = [_path_names(p) for p, _ in flat if _path_names(p) not in flat_raw]
+    missing = [path_names(p) for p, _ in flat if path_names(p) not in flat_raw]
     if missing or len(flat) != len(flat_raw):
         raise CheckpointError(f"warm start: the parameters in {directory} do not have this method's structure "
                               f"(missing {['/'.join(m) for m in missing[:3]]}, {len(flat_raw)} leaves there, "
                               f"{len(flat)} here)")
-    return jax.tree_util.tree_unflatten(treedef, [np.asarray(flat_raw[_path_names(p)]) for p, _ in flat])
+    return jax.tree_util.tree_unflatten(treedef, [np.asarray(flat_raw[path_names(p)]) for p, _ in flat])
 
 
 def run_params(init: Any, abstract_params: Any, num_runs: int) -> Any:
