@@ -92,16 +92,18 @@ def make_method(cfg: Config, name: str, fixed_psf: jax.Array | None) -> Method:
     """One network of `NETWORKS` as a method; the loss is MSE + w (1 - SSIM) (`lensless.reconstruction_loss`).
 
     Network i draws its initial parameters from the i-th of `len(NETWORKS)` splits of the init key: the draws it
-    had when the four networks trained in one program, so every seed starts where it did (`lensnet.md`).
+    had when the four networks trained in one program, so every seed starts where it did (`lensnet.md`). A fixed
+    PSF reaches the loss as `args["psf"]` (one member's), not as a constant, so both Fixed-PSF networks share one
+    compiled step program.
     """
     network, index = LensNet(cfg.channels, **NETWORKS[name]), list(NETWORKS).index(name)
 
     def init(key, batch):
         return network.init(jax.random.split(key, len(NETWORKS))[index], batch["y"][..., None], fixed_psf)
 
-    def loss(params, batch, key, step):
+    def loss(params, batch, key, step, args=None):
         del key, step
-        x_hat = network.apply(params, batch["y"][..., None], fixed_psf)[..., 0]
+        x_hat = network.apply(params, batch["y"][..., None], None if args is None else args["psf"])[..., 0]
         value, terms = lensless.reconstruction_loss(x_hat, batch["x"], cfg.ssim_weight)
         return value, {f"recon/{k}": v for k, v in terms.items()}
 
@@ -169,7 +171,9 @@ def lensnet(cfg: Config, run) -> dict:
     train_set = epoch_batches({"x": data["x_train"], "y": data["y_train"]}, cfg.train.batch_size)
     fits = {}
     for name in NETWORKS:
-        spec = Spec(method=make_method(cfg, name, fixed.get(name)), optimizer=make_optimizer(cfg), data=train_set)
+        args = {"psf": fixed[name][None]} if name in fixed else None  # one member
+        spec = Spec(method=make_method(cfg, name, fixed.get(name)), optimizer=make_optimizer(cfg), data=train_set,
+                    args=args)
         fits[name] = run.fit(spec, name=name)
         network = LensNet(cfg.channels, **NETWORKS[name])
         measured[name] = run.evaluate(f"test_{name}", lensless.make_evaluator(network, SHOWN), fits[name],
