@@ -209,7 +209,7 @@ def test_photo_patches_are_crops_of_their_split_only():
 
     train = np.asarray(patches.photo_patches(jax.random.key(0), 3, "train", size=16))
     test = np.asarray(patches.photo_patches(jax.random.key(0), 3, "test", size=16))
-    regions = {split: [r[:h, :w] for r, (h, w) in zip(*patches._sources(split, 16)[1:])]
+    regions = {split: [r[:h, :w] for r, (h, w) in zip(*patches._photo_regions(split))]
                for split in ("train", "test")}
     for crops, split, other in ((train, "train", "test"), (test, "test", "train")):
         for crop in crops:  # oracle: each crop is a window of one photograph's own region; negative: not the other's

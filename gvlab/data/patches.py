@@ -61,13 +61,8 @@ def _grey_photographs() -> tuple[np.ndarray, ...]:
 
 
 @functools.cache
-def _sources(split: Split, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(digits [N, size, size], photograph regions zero-padded to one stack [P, Hmax, Wmax], region sizes [P, 2])."""
-    import skimage.transform
-
-    counts, _ = digits_lib.split_counts(split)
-    # One call on the stack: scale 1 along the example axis leaves it untouched (equal to resizing one by one).
-    digit_images = skimage.transform.resize(counts / 16.0, (len(counts), size, size), order=1)
+def _photo_regions(split: Split) -> tuple[np.ndarray, np.ndarray]:
+    """The split's photograph regions zero-padded to one stack [P, Hmax, Wmax], and their sizes [P, 2]."""
     regions = []
     for photo in _grey_photographs():
         cut = int(TRAIN_FRACTION * photo.shape[1])
@@ -77,8 +72,18 @@ def _sources(split: Split, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
     stack = np.zeros((len(regions), height, width), np.float32)
     for i, r in enumerate(regions):
         stack[i, : r.shape[0], : r.shape[1]] = r
-    shapes = np.array([r.shape for r in regions], np.int32)
-    return np.clip(digit_images, 0.0, 1.0).astype(np.float32), stack, shapes
+    return stack, np.array([r.shape for r in regions], np.int32)
+
+
+@functools.cache
+def _digits(split: Split, size: int) -> np.ndarray:
+    """The split's digits resized to [N, size, size] (bilinear), in [0, 1]."""
+    import skimage.transform
+
+    counts, _ = digits_lib.split_counts(split)
+    # One call on the stack: scale 1 along the example axis leaves it untouched (equal to resizing one by one).
+    digit_images = skimage.transform.resize(counts / 16.0, (len(counts), size, size), order=1)
+    return np.clip(digit_images, 0.0, 1.0).astype(np.float32)
 
 
 def _check_request(num, split, size) -> None:
@@ -103,7 +108,7 @@ def image_patches(key: PRNGKeyArray, num: int, split: Split = "train", size: int
         ConfigError: bad `num`, `split` or `size`.
     """
     _check_request(num, split, size)
-    digit_images, photos, shapes = _sources(split, size)
+    digit_images, (photos, shapes) = _digits(split, size), _photo_regions(split)
     return _draw(key, jnp.asarray(digit_images), jnp.asarray(photos), jnp.asarray(shapes), int(num), size)
 
 
@@ -136,7 +141,7 @@ def photo_patches(key: PRNGKeyArray, num: int, split: Split = "train", size: int
         ConfigError: bad `num`, `split` or `size`.
     """
     _check_request(num, split, size)
-    _, photos, shapes = _sources(split, size)
+    photos, shapes = _photo_regions(split)
     return _draw_photos(key, jnp.asarray(photos), jnp.asarray(shapes), int(num), size)
 
 
