@@ -11,10 +11,11 @@ The quantisation / likelihood part runs in gvlab (one jitted function each way) 
 `torch.set_num_threads` = the CPU cores JAX uses, no `torch.compile`) on identical inputs; the entropy coder is the
 same `gvlab.compression.coding` (constriction) in both, so the ratio isolates the array code and the end-to-end
 numbers show how much of the time the coder takes. Correctness first: symbols, bits and decoded vectors must agree
-before anything is timed. Throughput in Mvectors/s (one latent vector = 16 pixels in `compression/mcquic`).
+before anything is timed. Each part is timed in interleaved rounds whose order rotates (`benchmarks/rounds.py`);
+throughput in vectors/s (one latent vector = 16 pixels in `compression/mcquic`) and torch / gvlab time ratios.
 
     pip install -e '.[bench]'   # torch, CPU build
-    python benchmarks/bench_compression.py [--vectors 65536] [--repeats 5] [--json out.json]
+    python benchmarks/bench_compression.py [--vectors 65536] [--calls 5] [--repeats 5] [--json out.json]
 """
 
 from __future__ import annotations
@@ -22,8 +23,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -35,6 +34,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from benchmarks import rounds  # noqa: E402
 from gvlab.compression import coding, mixture  # noqa: E402
 from gvlab.compression import quantisers as vq  # noqa: E402
 
@@ -119,53 +119,61 @@ def check_agreement(prob: Problem, inputs) -> dict:
     return {"flipped_fraction": flipped, "bits": float(bits_jax), "payload_bits": coding.payload_bits(stream)}
 
 
-def time_all(prob: Problem, inputs, repeats: int) -> dict:
+def contenders(prob: Problem, inputs, threads: int) -> tuple[dict[str, dict], float]:
+    """`{part: {"gvlab": fn, "torch-<threads>thr": fn}}` for quantise, encode (quantise + range coder), dequantise
+    and decode (range decoder + dequantise), all on the same inputs and the same stream; and gvlab's compile time."""
     y, c, w, lp = inputs
     enc, dec = jax_functions()
-    jax.block_until_ready(enc(y, c, w, lp))  # compile
-    torch_codec = TorchCodec(c, w, lp)
-    timings = {k: [] for k in ("jax_quantise", "torch_quantise", "jax_encode", "torch_encode", "jax_dequantise",
-                               "torch_dequantise", "jax_decode", "torch_decode")}
-    s, _, pi = (np.asarray(a) for a in enc(y, c, w, lp))
+    t0 = time.perf_counter()
+    s, _, pi = (np.asarray(a) for a in jax.block_until_ready(enc(y, c, w, lp)))
+    jax.block_until_ready(dec(jnp.asarray(s), c))
+    compile_s = time.perf_counter() - t0
     probs = _probs(pi, prob.vectors)
     stream = coding.encode(s.reshape(-1), probs)
-    jax.block_until_ready(dec(jnp.asarray(s), c))
-    for _ in range(repeats):
-        t = time.perf_counter(); out = jax.block_until_ready(enc(y, c, w, lp)); q = time.perf_counter() - t  # noqa: E702
-        coding.encode(np.asarray(out[0]).reshape(-1), probs); e = time.perf_counter() - t  # noqa: E702
-        timings["jax_quantise"].append(q); timings["jax_encode"].append(e)  # noqa: E702
-        t = time.perf_counter(); ts, _, _ = torch_codec.encode(y); q = time.perf_counter() - t  # noqa: E702
-        coding.encode(ts.reshape(-1), probs); e = time.perf_counter() - t  # noqa: E702
-        timings["torch_quantise"].append(q); timings["torch_encode"].append(e)  # noqa: E702
-        t = time.perf_counter(); sym = coding.decode(stream, probs).reshape(s.shape); d0 = time.perf_counter()  # noqa: E702
-        jax.block_until_ready(dec(jnp.asarray(sym), c)); d1 = time.perf_counter()  # noqa: E702
-        timings["jax_dequantise"].append(d1 - d0); timings["jax_decode"].append(d1 - t)  # noqa: E702
-        t = time.perf_counter(); sym = coding.decode(stream, probs).reshape(s.shape); d0 = time.perf_counter()  # noqa: E702
-        torch_codec.decode(sym); d1 = time.perf_counter()  # noqa: E702
-        timings["torch_dequantise"].append(d1 - d0); timings["torch_decode"].append(d1 - t)  # noqa: E702
-    best = {k: min(v) for k, v in timings.items()}
-    report = {f"{k}_mvec_s": prob.vectors / v / 1e6 for k, v in best.items()}
-    report.update({f"median_{k}_s": statistics.median(v) for k, v in timings.items()})
-    for part in ("quantise", "encode", "dequantise", "decode"):
-        report[f"ratio_{part}_torch_over_jax"] = best[f"torch_{part}"] / best[f"jax_{part}"]
-    return report
+    torch_codec = TorchCodec(c, w, lp)
+    name = f"torch-{threads}thr"
+
+    def jax_encode():
+        symbols = np.asarray(enc(y, c, w, lp)[0])
+        return coding.encode(symbols.reshape(-1), probs)
+
+    def torch_encode():
+        return coding.encode(torch_codec.encode(y)[0].reshape(-1), probs)
+
+    def decoded():
+        return coding.decode(stream, probs).reshape(s.shape)
+
+    parts = {
+        "quantise": {"gvlab": lambda: enc(y, c, w, lp), name: lambda: torch_codec.encode(y)},
+        "encode": {"gvlab": jax_encode, name: torch_encode},
+        "dequantise": {"gvlab": lambda: dec(jnp.asarray(s), c), name: lambda: torch_codec.decode(s)},
+        "decode": {"gvlab": lambda: dec(jnp.asarray(decoded()), c), name: lambda: torch_codec.decode(decoded())},
+    }
+    return parts, compile_s
 
 
-def main(argv=None):
+def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--vectors", type=int, default=65536)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--calls", type=int, default=5, help="calls per implementation per round")
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
-    torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
+    threads, machine = rounds.machine(torch)
     prob = Problem(vectors=args.vectors)
     inputs = make_inputs(prob)
-    report = {"problem": dataclasses.asdict(prob), "agreement": check_agreement(prob, inputs),
-              "timing": time_all(prob, inputs, args.repeats), "device": str(jax.devices()[0]),
-              "torch_threads": torch.get_num_threads()}
-    print(json.dumps(report, indent=1))
+    agreement = check_agreement(prob, inputs)
+    print(f"agreement ({prob.vectors} vectors): {agreement}")
+    parts, compile_s = contenders(prob, inputs, threads)
+    report = {"problem": dataclasses.asdict(prob), "machine": machine, "agreement": agreement, "parts": {}}
+    for part, fns in parts.items():
+        print(f"--- {part}")
+        report["parts"][part] = rounds.compare(fns, calls=args.calls, repeats=args.repeats, batch=prob.vectors,
+                                               unit="vectors", what=part, threads=threads,
+                                               base={"compile_s": compile_s})
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))
+    return report
 
 
 if __name__ == "__main__":
