@@ -30,7 +30,7 @@ run: $(VENV)/.installed
 	$(BIN)/gvlab reproduce fbm/bridge --profile quick
 
 test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest -n 2 --dist loadfile --durations=30
+	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder --durations=30
 
 $(VENV)/.installed-bench: pyproject.toml $(LOCK) | $(BIN)/python
 	$(PIP) install -c $(LOCK) -e ".[bench]"

@@ -64,8 +64,10 @@ def strict_dtypes():
         yield
 
 
-# Files that take a minute or more on 2 cores, scheduled first: `--dist loadfile` hands out files in collection
-# order, so long files left to the end would keep one worker busy while the other idles (longest first).
+# Files that take a minute or more on 2 cores, scheduled first: `--dist loadfile --no-loadscope-reorder` hands out
+# files in collection order, so long files left to the end would keep one worker busy while the other idles
+# (longest first). Without `--no-loadscope-reorder`, pytest-xdist >= 3.5 re-sorts files by their number of tests,
+# which puts the smoke files (few tests, minutes each) last.
 _LONG_FIRST = ("test_smoke_", "test_cli.py", "test_gkcl.py", "test_notebooks.py", "test_video_sde.py",
                "test_distributed.py")
 
