@@ -59,6 +59,7 @@ class Outcome:
     figures: dict[str, Any]
     workdir: Path | None
     wall_s: float
+    source: dict[str, Any] | None = None  # `gvlab.report.writer.source_state()` when the run started
 
     @property
     def passed(self) -> bool:
@@ -359,7 +360,7 @@ def execute(experiment, workdir: str | Path | None = None, progress: bool = True
     workdir is locked for the run (`gvlab.workdir.lock`), and config.json is written once the first fit has
     validated its inputs. A finished run in a read-only workdir is re-reported from its report.json.
     """
-    from gvlab.report.writer import write_report
+    from gvlab.report.writer import source_state, write_report
 
     workdir = Path(workdir) if workdir is not None else None
     pending, finished = _open(experiment, workdir, progress)
@@ -368,12 +369,12 @@ def execute(experiment, workdir: str | Path | None = None, progress: bool = True
     with workdir_lib.lock(workdir) if workdir is not None else contextlib.nullcontext():
         run = Run(experiment.name, experiment.config, experiment.profile, workdir, progress, experiment.entry.sweep,
                   pending=pending)
-        t0 = time.perf_counter()
+        t0, source = time.perf_counter(), source_state()
         results = jsonable(dict(experiment.entry.fn(experiment.config, run)))
         claims = [claim.check(results) for claim in experiment.claims]
         outcome = Outcome(name=experiment.name, profile=experiment.profile, config=experiment.config,
                           results=results, claims=claims, fits=run.fits, figures=run.figures, workdir=workdir,
-                          wall_s=time.perf_counter() - t0)
+                          wall_s=time.perf_counter() - t0, source=source)
         if workdir is not None:
             pending.commit()  # an experiment without fits
             write_report(outcome)

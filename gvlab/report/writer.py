@@ -16,21 +16,33 @@ from gvlab import distributed
 from gvlab.report.tables import claim_rows, held_text, markdown_table, text_table
 
 
-def environment() -> dict[str, Any]:
-    """Versions and hardware: a number means little without them."""
+def source_state() -> dict[str, Any]:
+    """The commit of the code (`git`, short hash; "" outside a checkout) and whether tracked files differed from it
+    (`git_dirty`; None when unknown). `execute` takes it when the run starts: a report written an hour later must
+    name the code that ran, not the checkout's head at the end."""
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", *args], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    sha = git("rev-parse", "--short", "HEAD")
+    changes = git("status", "--porcelain", "--untracked-files=no") if sha else None
+    return {"git": sha or "", "git_dirty": None if changes is None else bool(changes)}
+
+
+def environment(source: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Versions and hardware: a number means little without them. `source`: `source_state()` taken when the run
+    started (taken now when None)."""
     import flax
     import optax
 
-    try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).parent).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        sha = ""
     from gvlab import __version__
 
     return {
         "gvlab": __version__,
-        "git": sha,
+        **(source if source is not None else source_state()),
         "jax": jax.__version__,
         "flax": flax.__version__,
         "optax": optax.__version__,
@@ -52,7 +64,7 @@ def report_dict(outcome) -> dict[str, Any]:
                           if isinstance(p, Path)),
         "timing": {"wall_s": outcome.wall_s,
                    **{f"fit/{k}/{t}": v for k, f in outcome.fits.items() for t, v in f.timing.items()}},
-        "environment": environment(),
+        "environment": environment(outcome.source),
         "written": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
 
