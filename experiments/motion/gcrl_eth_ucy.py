@@ -25,10 +25,12 @@ GCRL's eth minADE@20 at the largest test alpha is at most the baseline's (paper 
 Published numbers (other models, each with its protocol) are results `published/...`, for context only.
 
 Command:  gvlab reproduce motion/gcrl_eth_ucy --profile quick --set data_dir=../shared/data/eth_ucy
+          (`--profile full` for all five scenes, the issue's protocol)
 Shows:    per held-out scene and model joint/per-agent minADE/minFDE@20 (seed mean and spread) beside constant
-          velocity and published numbers; eth minADE@20 against the test alpha; measured values in report.json.
+          velocity and published numbers; eth minADE@20 against the test alpha; measured values in report.json,
+          the full run's table and diagnosis in gcrl_eth_ucy.md.
 Runtime:  quick (eth held out, 2 seeds x {clean, channel}) 5-20 minutes on 2 CPU cores (quiet / shared);
-          full (five scenes, 3 seeds, 4000 steps) about 10x the quick run.
+          full (five scenes, 3 seeds, 4000 steps) about 45 minutes on 2 cores shared with one other run.
 """
 
 from __future__ import annotations
