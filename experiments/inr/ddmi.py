@@ -22,7 +22,7 @@ Command:  gvlab reproduce inr/ddmi --profile quick
 Shows:    per-seed PSNRs at 16^2 and 64^2, the ablation, FDs, training curves, reconstructions and samples.
 Runtime:  quick (2 seeds, 400 VAE steps, 3000 LDM steps) about 5 min of 2 quiet CPU cores, 35-40 min on the shared
           machine (load ~13 on 2 cores, ~0.3 VAE steps/s); full (3 seeds, 2000 VAE steps on 6000 images, 12000 LDM
-          steps; the converged regime, see ddmi.md) about 7x the quick's VAE work.
+          steps; the converged regime, see ddmi.md) about 42 min on 2 mostly quiet CPU cores (measured).
           Numbers: report.json / report.md; discussion: `ddmi.md` beside this file.
 """
 
