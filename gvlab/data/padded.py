@@ -96,8 +96,9 @@ def masked_sum(x: Float[Array, "*batch n ..."], mask: Bool[Array, "*batch n"]) -
 
 def masked_mean(x: Float[Array, "*batch n ..."], mask: Bool[Array, "*batch n"]) -> Array:
     """Mean over the ragged axis of the real entries: `sum_i m_i x_i / max(1, sum_i m_i)` (0 for an empty example)."""
-    count = jnp.maximum(lengths(mask), 1).astype(x.dtype)
-    return masked_sum(x, mask) / count.reshape(count.shape + (1,) * (x.ndim - mask.ndim))
+    total = masked_sum(x, mask)  # a jax array in JAX's dtype (float64 NumPy input becomes float32 without x64)
+    count = jnp.maximum(lengths(mask), 1).astype(total.dtype)
+    return total / count.reshape(count.shape + (1,) * (x.ndim - mask.ndim))
 
 
 def masked_max(x: Float[Array, "*batch n ..."], mask: Bool[Array, "*batch n"]) -> Array:
